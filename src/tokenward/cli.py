@@ -1,0 +1,215 @@
+"""``tokenward``: serve | demo | check-policy | log tail | keygen."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .policy import Mode, Policy, PolicyError, load_policy
+from .proof.keys import encode_key
+
+app = typer.Typer(
+    help="tokenward: per-request proof and abuse gateway for paid AI endpoints.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+log_app = typer.Typer(help="Read the decision log.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+console = Console()
+err = Console(stderr=True)
+
+PolicyOpt = Annotated[
+    Path | None, typer.Option("--policy", "-p", help="policy YAML file (default: built-in)")
+]
+
+
+def _load(policy: Path | None, upstream: str | None = None) -> Policy:
+    try:
+        return load_policy(policy, upstream=upstream)
+    except PolicyError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            err.print(f"[red]cannot listen on {host}:{port}: {exc.strerror}[/red]")
+            raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    upstream: Annotated[
+        str | None, typer.Option(help="upstream base URL, e.g. https://llm.example (overrides the policy)")
+    ] = None,
+    policy: PolicyOpt = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+    workers: Annotated[int, typer.Option(help="worker processes (memory store: 1)")] = 1,
+    log_level: Annotated[str, typer.Option(help="server log level")] = "warning",
+) -> None:
+    """Run the gateway in front of an upstream LLM endpoint."""
+    pol = _load(policy, upstream)
+    if pol.upstream is None:
+        err.print("[red]no upstream: pass --upstream URL or set upstream.url in the policy[/red]")
+        raise typer.Exit(2)
+    if workers > 1 and pol.store.startswith("memory:"):
+        err.print("[red]the memory store lives in one process: use --workers 1 (or a shared store)[/red]")
+        raise typer.Exit(2)
+    _check_port(host, port)
+    console.print(
+        f"tokenward gateway on http://{host}:{port} -> {pol.upstream.url} "
+        f"({len([r for r in pol.routes if r.protect])} protected routes, mode {pol.mode.value})"
+    )
+    from .server import serve as run
+
+    run(
+        {"policy": str(policy) if policy else None, "upstream": upstream},
+        host=host, port=port, workers=workers, log_level=log_level,
+    )  # fmt: skip
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"demo upstream exited with code {proc.returncode}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"demo upstream did not answer at {url} within {timeout:.0f}s")
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="gateway port")] = 8080,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    policy: PolicyOpt = None,
+    upstream_port: Annotated[int, typer.Option(help="demo LLM port (0: any free port)")] = 0,
+) -> None:
+    """Run the gateway in front of the built-in demo LLM, with a demo chat page."""
+    with resources.as_file(resources.files("tokenward.policies") / "demo.yaml") as builtin:
+        policy_path = policy or Path(builtin)
+        up_port = upstream_port or _free_port("127.0.0.1")
+        upstream = f"http://127.0.0.1:{up_port}"
+        _load(policy_path, upstream)
+        _check_port(host, port)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tokenward.demo.upstream", "--host", "127.0.0.1", "--port", str(up_port)]
+        )
+        try:
+            _wait_http(f"{upstream}/v1/models", 20, proc)
+            base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"
+            console.print(f"[bold]tokenward demo[/bold]\n  gateway:    {base}\n  chat page:  {base}/demo"
+                          f"\n  demo LLM:   {upstream} (behind the gateway)\n  health:     {base}/.tokenward/health"
+                          "\n  Ctrl-C to stop.")  # fmt: skip
+            from .server import serve as run
+
+            run({"policy": str(policy_path), "upstream": upstream}, host=host, port=port)
+        finally:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+            if proc.poll() is None:
+                proc.kill()
+
+
+@app.command("check-policy")
+def check_policy(
+    file: Annotated[Path, typer.Argument(help="policy YAML file")],
+) -> None:
+    """Validate a policy and print what it protects. Exit code 2 when it is invalid."""
+    pol = _load(file)
+    table = Table(title=f"{file}: valid", show_lines=False)
+    for col in ("route", "api", "protected", "methods", "difficulty", "ttl s", "mode", "body cap"):
+        table.add_column(col)
+    for r in pol.routes:
+        table.add_row(
+            r.path, r.api.value, "yes" if r.protect else "no (forwarded)",
+            ",".join(r.methods) if r.protect else "-",
+            str(pol.difficulty_for(r)) if r.protect else "-",
+            f"{pol.ttl_for(r):g}" if r.protect else "-",
+            pol.mode_for(r).value if r.protect else "-",
+            str(pol.body_cap_for(r)),
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"other routes: {'forwarded' if pol.other_routes == 'pass' else 'refused (404)'}")
+    console.print(f"upstream: {pol.upstream.url if pol.upstream else '(none: pass --upstream to serve)'}")
+    console.print(f"store: {pol.store}   log: {pol.log}   trusted proxies: {', '.join(pol.trusted_proxies) or 'none'}")
+    if any(pol.mode_for(r) is Mode.SHADOW for r in pol.routes if r.protect):
+        console.print("[yellow]shadow mode: refusals are logged but requests are forwarded[/yellow]")
+
+
+@log_app.command("tail")
+def log_tail(
+    policy: PolicyOpt = None,
+    db: Annotated[Path | None, typer.Option(help="SQLite decision log (default: the policy's)")] = None,
+    n: Annotated[int, typer.Option("-n", help="how many decisions")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """Show the most recent decisions, newest first, with their reasons."""
+    import orjson
+
+    from .log import read_recent
+    from .log.sqlite import sqlite_path
+
+    path = db or sqlite_path(_load(policy).log)
+    try:
+        rows = list(read_recent(path, n))
+    except FileNotFoundError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    if as_json:
+        for row in rows:
+            sys.stdout.write(orjson.dumps(row).decode() + "\n")
+        return
+    table = Table(title=f"last {len(rows)} decisions in {path}")
+    for col in ("time", "request", "client", "route", "action", "rule", "status", "reasons", "ms"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        action = row["action"] + (f" (shadow: {row['shadow_action']})" if row["shadow_action"] else "")
+        table.add_row(
+            datetime.fromtimestamp(row["ts"], UTC).strftime("%H:%M:%S.%f")[:-3],
+            row["request_id"][:10], row["client_ip"], row["route"] or row["path"], action,
+            row["name"], str(row["status"]), ", ".join(row["reasons"]), f"{row['decision_ms']:.2f}",
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def keygen() -> None:
+    """Print a new challenge-signing key (for proof.keys_file or TOKENWARD_KEYS)."""
+    sys.stdout.write(encode_key(secrets.token_bytes(32)) + "\n")
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""What the guard decides, why, and how a refusal looks on the wire (DESIGN.md §3.3)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "CODE_STATUS",
+    "Action",
+    "Decision",
+    "Flavour",
+    "Signal",
+    "refusal_body",
+]
+
+
+class Action(StrEnum):
+    ALLOW = "allow"
+    CHALLENGE = "challenge"
+    THROTTLE = "throttle"
+    BLOCK = "block"
+    DEGRADE = "degrade"
+
+    @property
+    def forwards(self) -> bool:
+        return self in (Action.ALLOW, Action.DEGRADE)
+
+
+class Flavour(StrEnum):
+    """The API dialect of a route: decides the shape of refusal bodies."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    CUSTOM = "custom"  # a site's own endpoint; refusals use the OpenAI shape
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One piece of evidence about a request.
+
+    ``name`` is namespaced (``proof/replayed``, ``client/sdk-header``); ``score`` is the
+    weight it adds to the request's risk; ``evidence`` is what the operator sees in the log.
+    """
+
+    name: str
+    score: float
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+# Wire codes (pinned) and the HTTP status each one travels with.
+CODE_STATUS: dict[str, int] = {
+    "proof_required": 401,
+    "proof_invalid": 401,
+    "proof_expired": 401,
+    "proof_replayed": 401,
+    "body_mismatch": 401,
+    "route_mismatch": 401,
+    "challenge": 401,
+    "throttled": 429,
+    "budget_exhausted": 429,
+    "blocked": 403,
+    "bad_request": 400,
+    # Not per-request refusals but still well-formed tokenward errors:
+    "payload_too_large": 413,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "store_unavailable": 503,
+    "upstream_unavailable": 502,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The guard's verdict on one request.
+
+    ``name`` is the namespaced rule that settled it (``proof/ok``, ``proof/replayed``,
+    ``route/unprotected``); it goes to the log and to metric labels. ``code`` and
+    ``message`` are what a refused client is told; ``reasons`` lists every signal name
+    that contributed, for the operator. In shadow mode ``action`` is what would have been
+    done and ``shadow`` is true: the request is forwarded anyway.
+    """
+
+    action: Action
+    name: str
+    reasons: tuple[str, ...] = ()
+    signals: tuple[Signal, ...] = ()
+    code: str | None = None
+    message: str = ""
+    retry_after: int | None = None
+    challenge: Mapping[str, Any] | None = None
+    shadow: bool = False
+    proof: Mapping[str, Any] | None = None
+
+    @property
+    def forwards(self) -> bool:
+        return self.shadow or self.action.forwards
+
+    @property
+    def status(self) -> int:
+        if self.forwards or self.code is None:
+            return 200
+        return CODE_STATUS.get(self.code, 403)
+
+    @property
+    def header(self) -> str:
+        """Value of the ``Tokenward-Decision`` header: the action actually taken."""
+        return Action.ALLOW.value if self.shadow else self.action.value
+
+
+def refusal_body(
+    flavour: Flavour,
+    code: str,
+    message: str,
+    challenge: Mapping[str, Any] | None = None,
+) -> bytes:
+    """A refusal in the route's API dialect, so standard clients surface it properly."""
+    inner: dict[str, Any]
+    if flavour is Flavour.ANTHROPIC:
+        inner = {"type": code, "message": message}
+        if challenge is not None:
+            inner["challenge"] = dict(challenge)
+        return orjson.dumps({"type": "error", "error": inner})
+    inner = {"type": "tokenward", "code": code, "message": message}
+    if challenge is not None:
+        inner["challenge"] = dict(challenge)
+    return orjson.dumps({"error": inner})

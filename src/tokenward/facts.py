@@ -1,0 +1,105 @@
+"""RequestFacts: everything the guard may look at, built once per request, immutable."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .decision import Flavour
+from .policy import RouteSettings
+
+__all__ = ["LLMCall", "RequestFacts", "TrustedProxies", "parse_call"]
+
+_IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class LLMCall:
+    """The parts of an LLM API call the guard reasons about (read-only view of the body)."""
+
+    flavour: Flavour
+    model: str | None
+    stream: bool
+    max_tokens: int | None
+    body: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    request_id: str
+    received_at: float
+    method: str
+    path: str
+    client_ip: str
+    headers: Mapping[str, str]  # lower-case names; repeated headers joined with ", "
+    raw_headers: Sequence[tuple[bytes, bytes]]  # as received, in order
+    body: bytes
+    route: RouteSettings | None
+    call: LLMCall | None = None
+    problem: str | None = None  # why the request cannot be understood (-> bad_request)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+
+class TrustedProxies:
+    """Resolves the client address, believing X-Forwarded-For only from configured CIDRs."""
+
+    def __init__(self, cidrs: Sequence[str]):
+        self._nets: tuple[_IPNetwork, ...] = tuple(
+            ipaddress.ip_network(c, strict=False) for c in cidrs
+        )
+
+    def _trusted(self, ip: str) -> bool:
+        if not self._nets:
+            return False
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in n for n in self._nets)
+
+    def client_ip(self, peer: str, forwarded_for: str | None) -> str:
+        """Walk X-Forwarded-For from the right, skipping trusted hops (RFC 7239 logic)."""
+        if forwarded_for is None or not self._trusted(peer):
+            return peer
+        hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+        for hop in reversed(hops):
+            try:
+                ipaddress.ip_address(hop)
+            except ValueError:
+                return peer  # a garbled chain is not evidence of anything: use the peer
+            if not self._trusted(hop):
+                return hop
+        return hops[0] if hops else peer
+
+
+def _int_or_none(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def parse_call(flavour: Flavour, body: bytes) -> LLMCall | str:
+    """Parse an API call body; returns a problem sentence when it is not one."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return "The request body is not valid JSON."
+    if not isinstance(data, dict):
+        return "The request body must be a JSON object."
+    model = data.get("model")
+    max_tokens = _int_or_none(data.get("max_tokens"))
+    if max_tokens is None:
+        max_tokens = _int_or_none(data.get("max_completion_tokens")) or _int_or_none(
+            data.get("max_output_tokens")
+        )
+    return LLMCall(
+        flavour=flavour,
+        model=model if isinstance(model, str) else None,
+        stream=data.get("stream") is True,
+        max_tokens=max_tokens,
+        body=data,
+    )

@@ -1,0 +1,63 @@
+"""Assembling a gateway from a policy: keys, store, log, guard, upstream."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+import orjson
+
+from ..guard import Guard
+from ..log import open_log
+from ..policy import Policy, load_policy
+from ..proof import KeyRing
+from ..store import open_store
+from .proxy import Gateway
+from .upstream import Upstream
+
+__all__ = ["SERVE_ENV", "create_gateway", "gateway_from_env", "load_keys"]
+
+log = logging.getLogger("tokenward")
+
+# The server runs the app in a worker process; the CLI hands it its settings here.
+SERVE_ENV = "TOKENWARD_SERVE"
+
+
+def load_keys(policy: Policy) -> KeyRing:
+    if policy.proof.keys_file is not None:
+        return KeyRing.from_file(policy.proof.keys_file)
+    ring = KeyRing.from_env()
+    if ring is not None:
+        return ring
+    log.warning(
+        "no signing keys configured (proof.keys_file or TOKENWARD_KEYS): using a random key; "
+        "challenges will not survive a restart or be shared between instances"
+    )
+    return KeyRing.generate()
+
+
+def create_gateway(
+    policy: Policy,
+    *,
+    keys: KeyRing | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Gateway:
+    if policy.upstream is None:
+        raise ValueError("the policy names no upstream (set upstream.url or pass --upstream)")
+    kwargs = {} if clock is None else {"clock": clock}
+    guard = Guard(
+        policy,
+        store=open_store(policy.store),
+        keys=keys or load_keys(policy),
+        log=open_log(policy.log),
+        **kwargs,
+    )
+    return Gateway(guard, Upstream(policy.upstream))
+
+
+def gateway_from_env() -> Gateway:
+    """Factory for the ASGI server's worker: ``{"policy": path, "upstream": url}``."""
+    settings = orjson.loads(os.environ.get(SERVE_ENV, "{}"))
+    policy = load_policy(settings.get("policy"), upstream=settings.get("upstream"))
+    return create_gateway(policy)

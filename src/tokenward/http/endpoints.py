@@ -1,0 +1,103 @@
+"""The gateway's own endpoints under ``/.tokenward/``: challenge, SDK, health."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import orjson
+
+from ..decision import Flavour
+from ..guard import Guard
+from ..store import StoreUnavailable
+from .common import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, send_error, send_json
+
+__all__ = ["PREFIX", "Endpoints"]
+
+PREFIX = "/.tokenward/"
+_CHALLENGE_BODY_CAP = 4096
+
+
+def _load_sdk() -> bytes:
+    return resources.files("tokenward.sdk").joinpath("tokenward.js").read_bytes()
+
+
+class Endpoints:
+    def __init__(self, guard: Guard):
+        self.guard = guard
+        self._sdk: bytes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = scope["path"][len(PREFIX) :]
+        method = scope["method"]
+        if name == "challenge":
+            if method != "POST":
+                await _method_not_allowed(send, "POST")
+                return
+            await self.challenge(scope, receive, send)
+        elif name == "health":
+            await self.health(send)
+        elif name == "sdk.js":
+            await self.sdk(send)
+        else:
+            await send_error(send, Flavour.CUSTOM, "not_found", "No such tokenward endpoint.")
+
+    async def challenge(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """§3.1: ``{"route": "/api/chat"}`` -> a fresh signed challenge for that route."""
+        try:
+            body = await read_body(scope, receive, _CHALLENGE_BODY_CAP)
+        except BodyTooLarge:
+            await send_error(send, Flavour.CUSTOM, "payload_too_large", "Challenge requests are small JSON objects.")
+            return
+        except ClientGone:
+            return
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        route_path = data.get("route") if isinstance(data, dict) else None
+        if not isinstance(route_path, str):
+            await send_error(
+                send, Flavour.CUSTOM, "bad_request",
+                'Send a JSON object naming the route to protect, e.g. {"route": "/v1/chat/completions"}.',
+            )  # fmt: skip
+            return
+        route = self.guard.policy.route_for(route_path)
+        if route is None or not route.protect:
+            await send_error(
+                send, Flavour.CUSTOM, "bad_request",
+                f"{route_path[:200]!r} is not a route this gateway protects.",
+            )  # fmt: skip
+            return
+        challenge = self.guard.challenge_for(route)
+        await send_json(send, 200, orjson.dumps(challenge.to_wire()))
+
+    async def health(self, send: Send) -> None:
+        try:
+            store_ok = await self.guard.store.ping()
+        except StoreUnavailable:
+            store_ok = False
+        body = {"status": "ok" if store_ok else "degraded", "store": "ok" if store_ok else "unavailable"}
+        await send_json(send, 200 if store_ok else 503, orjson.dumps(body))
+
+    async def sdk(self, send: Send) -> None:
+        if self._sdk is None:
+            self._sdk = _load_sdk()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/javascript; charset=utf-8"),
+                    (b"content-length", str(len(self._sdk)).encode()),
+                    (b"cache-control", b"public, max-age=300"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": self._sdk})
+
+
+async def _method_not_allowed(send: Send, allowed: str) -> None:
+    await send_error(
+        send, Flavour.CUSTOM, "method_not_allowed", f"Use {allowed} here.",
+        [(b"allow", allowed.encode())],
+    )  # fmt: skip

@@ -1,0 +1,136 @@
+"""The protected-request flow shared by the reverse proxy and the middleware.
+
+Read the body once (capped), turn the request into RequestFacts once, ask the guard,
+then either refuse in the route's API dialect or hand the request to ``forward`` —
+the upstream call for the proxy, the wrapped app for the middleware. Whatever happens,
+the decision is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from ..decision import Action, Decision, Flavour
+from ..facts import RequestFacts, TrustedProxies, parse_call
+from ..guard import Guard, RequestOutcome, new_request_id
+from ..policy import RouteSettings
+from .common import (
+    BodyTooLarge,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    decision_headers,
+    read_body,
+    send_refusal,
+)
+
+__all__ = ["Forward", "Gate", "build_facts"]
+
+log = logging.getLogger("tokenward.gate")
+
+# forward(scope, receive, send, facts, response_headers, outcome)
+Forward = Callable[
+    [Scope, Receive, Send, RequestFacts, list[tuple[bytes, bytes]], RequestOutcome],
+    Awaitable[None],
+]
+
+_JSON_FLAVOURS = (Flavour.OPENAI, Flavour.ANTHROPIC)
+
+
+def build_facts(
+    scope: Scope,
+    body: bytes,
+    route: RouteSettings | None,
+    trusted: TrustedProxies,
+    request_id: str,
+    now: float,
+) -> RequestFacts:
+    raw = scope["headers"]
+    headers: dict[str, str] = {}
+    for k, v in raw:
+        name = k.decode("latin-1").lower()
+        value = v.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    client = scope.get("client")
+    peer = client[0] if client else "unknown"
+    call = problem = None
+    if route is not None and route.protect and (
+        route.api in _JSON_FLAVOURS or "json" in headers.get("content-type", "")
+    ):
+        parsed = parse_call(route.api, body)
+        if isinstance(parsed, str):
+            problem = parsed
+        else:
+            call = parsed
+    return RequestFacts(
+        request_id=request_id,
+        received_at=now,
+        method=scope["method"],
+        path=scope["path"],
+        client_ip=trusted.client_ip(peer, headers.get("x-forwarded-for")),
+        headers=headers,
+        raw_headers=raw,
+        body=body,
+        route=route,
+        call=call,
+        problem=problem,
+    )
+
+
+class Gate:
+    def __init__(self, guard: Guard):
+        self.guard = guard
+        self.trusted = TrustedProxies(guard.policy.trusted_proxies)
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, route: RouteSettings, forward: Forward
+    ) -> None:
+        started = time.perf_counter()
+        guard = self.guard
+        request_id = new_request_id()
+        now = guard.clock()
+        outcome = RequestOutcome()
+        decided = started
+        cap = guard.policy.body_cap_for(route)
+        try:
+            body = await read_body(scope, receive, cap)
+        except BodyTooLarge:
+            body, decision = b"", _too_large(cap)
+        except ClientGone:
+            body, decision = b"", Decision(Action.BLOCK, "request/abandoned")
+            outcome.error = "client disconnected before sending the body"
+        else:
+            decision = None
+        facts = build_facts(scope, body, route, self.trusted, request_id, now)
+        try:
+            if decision is None:
+                decision = await guard.check(facts)
+            decided = time.perf_counter()
+            if decision.forwards:
+                await forward(
+                    scope, receive, send, facts, decision_headers(request_id, decision), outcome
+                )
+            elif decision.code is not None:
+                outcome.status = await send_refusal(send, route.api, decision, request_id)
+        except Exception as exc:
+            outcome.error = f"{type(exc).__name__}: {exc}"
+            log.exception("request %s failed", request_id)
+            raise
+        finally:
+            if decision is None:
+                decision = Decision(Action.BLOCK, "gateway/error")
+            elapsed = time.perf_counter()
+            guard.record(
+                facts, decision, outcome,
+                decision_ms=(decided - started) * 1000, total_ms=(elapsed - started) * 1000,
+            )  # fmt: skip
+
+
+def _too_large(cap: int) -> Decision:
+    return Decision(
+        Action.BLOCK, "request/too_large", ("request/too_large",), code="payload_too_large",
+        message=f"The request body is larger than this endpoint accepts ({cap} bytes).",
+    )  # fmt: skip

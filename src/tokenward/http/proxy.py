@@ -1,0 +1,94 @@
+"""The reverse proxy (``tokenward serve``): a pure ASGI app in front of an upstream LLM."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..decision import Flavour
+from ..guard import Guard, RequestOutcome
+from ..policy import Policy
+from .common import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, send_error
+from .endpoints import PREFIX, Endpoints
+from .gate import Gate, build_facts
+from .upstream import Upstream
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger("tokenward.proxy")
+
+
+class Gateway:
+    """Routes each request: our endpoints, protected routes through the gate, the rest
+    forwarded or refused as the policy's ``other_routes`` says."""
+
+    def __init__(self, guard: Guard, upstream: Upstream):
+        self.guard = guard
+        self.policy: Policy = guard.policy
+        self.upstream = upstream
+        self.gate = Gate(guard)
+        self.endpoints = Endpoints(guard)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.http(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if path.startswith(PREFIX):
+            await self.endpoints(scope, receive, send)
+            return
+        route = self.policy.route_for(path)
+        if route is None:
+            if self.policy.other_routes == "pass":
+                await self.pass_through(scope, receive, send)
+            else:
+                await send_error(send, Flavour.CUSTOM, "not_found", "This gateway serves no such route.")
+            return
+        if not route.protect:
+            await self.pass_through(scope, receive, send)
+        elif scope["method"] in route.methods:
+            await self.gate(scope, receive, send, route, self.upstream.forward)
+        else:
+            await send_error(
+                send, route.api, "method_not_allowed",
+                f"Use {', '.join(route.methods)} on {route.path}.",
+                [(b"allow", ", ".join(route.methods).encode())],
+            )  # fmt: skip
+
+    async def pass_through(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Unprotected traffic: forwarded with the same hygiene, not logged."""
+        try:
+            body = await read_body(scope, receive, self.policy.max_body_bytes)
+        except BodyTooLarge:
+            await send_error(send, Flavour.CUSTOM, "payload_too_large", "The request body is too large.")
+            return
+        except ClientGone:
+            return
+        facts = build_facts(scope, body, None, self.gate.trusted, "-", 0.0)
+        await self.upstream.forward(scope, receive, send, facts, [], RequestOutcome())
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message: dict[str, Any] = dict(await receive())
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.guard.start()
+                    await self.upstream.start()
+                except Exception as exc:
+                    log.exception("tokenward failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.upstream.close()
+                    await self.guard.close()
+                finally:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return

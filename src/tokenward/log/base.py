@@ -1,0 +1,45 @@
+"""The decision log: every decision with its reasons, written off the request path."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["DecisionLog", "DecisionRecord"]
+
+
+@dataclass(slots=True)
+class DecisionRecord:
+    ts: float
+    request_id: str
+    method: str
+    path: str
+    route: str | None
+    client_ip: str
+    action: str  # what was done (allow when shadow)
+    name: str  # namespaced rule: proof/ok, proof/replayed, route/unprotected...
+    code: str | None = None
+    shadow_action: str | None = None  # in shadow mode: what enforce mode would have done
+    reasons: list[str] = field(default_factory=list)
+    signals: list[dict[str, Any]] = field(default_factory=list)
+    proof: dict[str, Any] | None = None
+    status: int = 0
+    decision_ms: float = 0.0
+    total_ms: float = 0.0
+    upstream_status: int | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class DecisionLog(Protocol):
+    def record(self, rec: DecisionRecord) -> None:
+        """Queue one record; never blocks on I/O in the common case."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None:
+        """Write everything queued, then release resources."""
+        ...

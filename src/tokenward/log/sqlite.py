@@ -1,0 +1,204 @@
+"""SQLite decision log: WAL, one writer thread, batched inserts, drained on close.
+
+A thread (not the event loop) owns the connection: sqlite3 calls block, and the request
+path must only pay for a queue put.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .base import DecisionRecord
+
+__all__ = ["COLUMNS", "SQLiteLog", "read_recent"]
+
+log = logging.getLogger("tokenward.log")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    request_id TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    route TEXT,
+    client_ip TEXT NOT NULL,
+    action TEXT NOT NULL,
+    name TEXT NOT NULL,
+    code TEXT,
+    shadow_action TEXT,
+    reasons TEXT NOT NULL,
+    signals TEXT NOT NULL,
+    proof TEXT,
+    status INTEGER NOT NULL,
+    decision_ms REAL NOT NULL,
+    total_ms REAL NOT NULL,
+    upstream_status INTEGER,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts);
+CREATE INDEX IF NOT EXISTS decisions_request_id ON decisions (request_id);
+"""
+
+COLUMNS = (
+    "ts", "request_id", "method", "path", "route", "client_ip", "action", "name", "code",
+    "shadow_action", "reasons", "signals", "proof", "status", "decision_ms", "total_ms",
+    "upstream_status", "error",
+)  # fmt: skip
+_JSON_COLUMNS = {"reasons", "signals", "proof"}
+_INSERT = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_STOP = object()
+
+
+def _row(rec: DecisionRecord) -> tuple[Any, ...]:
+    return (
+        rec.ts, rec.request_id, rec.method, rec.path, rec.route, rec.client_ip, rec.action,
+        rec.name, rec.code, rec.shadow_action, orjson.dumps(rec.reasons).decode(),
+        orjson.dumps(rec.signals, default=str).decode(),
+        None if rec.proof is None else orjson.dumps(rec.proof, default=str).decode(),
+        rec.status, rec.decision_ms, rec.total_ms, rec.upstream_status, rec.error,
+    )  # fmt: skip
+
+
+def sqlite_path(uri: str) -> Path:
+    """``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` (SQLAlchemy's form)."""
+    if not uri.startswith("sqlite:///"):
+        raise ValueError(f"not a sqlite URI: {uri!r} (expected sqlite:///PATH)")
+    return Path(uri[len("sqlite:///") :])
+
+
+class SQLiteLog:
+    """Queue decisions from the event loop; a writer thread inserts them in batches.
+
+    ``max_queue`` bounds memory. When the writer falls that far behind, :meth:`record`
+    blocks until there is room: the log slows the gateway down rather than lose a
+    decision.
+    """
+
+    def __init__(
+        self, path: str | Path, *, batch: int = 512, flush_interval: float = 0.05,
+        max_queue: int = 100_000,
+    ):  # fmt: skip
+        self.path = Path(path)
+        self._batch = batch
+        self._interval = flush_interval
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.written = 0
+
+    async def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="tokenward-log", daemon=True)
+        self._thread.start()
+        await asyncio.to_thread(self._ready.wait)
+        if self._error is not None:
+            raise RuntimeError(f"cannot open decision log {self.path}: {self._error}")
+
+    def record(self, rec: DecisionRecord) -> None:
+        try:
+            self._queue.put_nowait(rec)
+        except queue.Full:
+            log.warning("decision log writer is behind; applying backpressure")
+            self._queue.put(rec)
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path.parent != Path(""):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        return conn
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except (sqlite3.Error, OSError) as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        stopping = False
+        while not stopping:
+            batch: list[DecisionRecord] = []
+            try:
+                item = self._queue.get(timeout=self._interval)
+            except queue.Empty:
+                continue
+            while True:
+                if item is _STOP:
+                    stopping = True
+                else:
+                    batch.append(item)
+                if len(batch) >= self._batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._write(conn, batch)
+        # Drain anything queued after the stop marker (records made during shutdown).
+        rest = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                rest.append(item)
+        if rest:
+            self._write(conn, rest)
+        conn.close()
+
+    def _write(self, conn: sqlite3.Connection, batch: list[DecisionRecord]) -> None:
+        for attempt in range(5):
+            try:
+                with conn:
+                    conn.executemany(_INSERT, [_row(r) for r in batch])
+                self.written += len(batch)
+                return
+            except sqlite3.OperationalError as exc:  # e.g. locked by a reader: retry
+                log.warning("decision log write failed (%s), retry %d", exc, attempt + 1)
+                threading.Event().wait(0.05 * (attempt + 1))
+        log.error("decision log: %d records could not be written to %s", len(batch), self.path)
+
+
+def read_recent(path: str | Path, limit: int = 20) -> Iterator[dict[str, Any]]:
+    """Most recent decisions first, JSON columns decoded (for ``tokenward log tail``)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no decision log at {p}")
+    conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+    try:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM decisions ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+    finally:
+        conn.close()
+    for row in rows:
+        item = dict(row)
+        for col in _JSON_COLUMNS:
+            if item[col] is not None:
+                item[col] = orjson.loads(item[col])
+        yield item

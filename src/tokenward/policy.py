@@ -1,0 +1,295 @@
+"""The policy file: one YAML document that says what is protected and how.
+
+Validation is separate from evaluation and reports every problem at once, each with
+its location (``routes[2].api``). Nothing here fills a default silently that changes
+what is protected: the defaults are listed in docs/policy.md and in the shipped
+``policies/default.yaml``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PrivateAttr,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .decision import Flavour
+from .proof.challenge import MAX_DIFFICULTY
+
+__all__ = [
+    "STANDARD_ROUTES",
+    "Mode",
+    "Policy",
+    "PolicyError",
+    "Problem",
+    "RouteSettings",
+    "load_policy",
+    "parse_policy",
+    "read_policy_data",
+]
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class Mode(StrEnum):
+    ENFORCE = "enforce"
+    SHADOW = "shadow"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+class PolicyError(ValueError):
+    """A policy that cannot be used; ``problems`` lists every error found."""
+
+    def __init__(self, problems: list[Problem], source: str = "policy"):
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source} has {len(problems)} problem(s):\n{lines}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProofSettings(_Strict):
+    difficulty: int = Field(16, ge=0, le=MAX_DIFFICULTY, description="leading zero bits")
+    ttl: float = Field(120.0, gt=0, le=3600, description="challenge lifetime, seconds")
+    keys_file: Path | None = Field(
+        None, description="base64url signing keys, newest first; else TOKENWARD_KEYS or random"
+    )
+
+
+class UpstreamSettings(_Strict):
+    url: str
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="added to every upstream request (credentials)"
+    )
+    forward_client_auth: bool = Field(
+        False, description="pass the client's Authorization / x-api-key headers upstream"
+    )
+    connect_timeout: float = Field(10.0, gt=0)
+    read_timeout: float = Field(300.0, gt=0, description="max silence between upstream bytes")
+    max_connections: int = Field(256, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _expand_env(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        out = {}
+        for name, value in v.items():
+            if isinstance(value, str):
+                missing = [m for m in _ENV_REF.findall(value) if m not in os.environ]
+                if missing:
+                    raise ValueError(
+                        f"header {name!r} refers to unset environment variable(s): "
+                        + ", ".join(missing)
+                    )
+                value = _ENV_REF.sub(lambda m: os.environ[m.group(1)], value)
+            out[name] = value
+        return out
+
+
+class RouteSettings(_Strict):
+    path: str = Field(description="exact path, or a prefix ending in /*")
+    api: Flavour = Field(Flavour.CUSTOM, description="openai | anthropic | custom")
+    protect: bool = Field(True, description="false: forward without any proof")
+    methods: tuple[str, ...] = Field(("POST",), description="methods that need a proof")
+    difficulty: int | None = Field(None, ge=0, le=MAX_DIFFICULTY)
+    ttl: float | None = Field(None, gt=0, le=3600)
+    mode: Mode | None = None
+    max_body_bytes: int | None = Field(None, ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must start with /")
+        if "*" in v[:-1] or (v.endswith("*") and not v.endswith("/*")):
+            raise ValueError("only a trailing /* wildcard is allowed")
+        if v.startswith("/.tokenward"):
+            raise ValueError("/.tokenward/ is reserved for the gateway's own endpoints")
+        return v
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(m.upper() for m in v)
+
+
+STANDARD_ROUTES: tuple[dict[str, Any], ...] = (
+    {"path": "/v1/chat/completions", "api": "openai"},
+    {"path": "/v1/completions", "api": "openai"},
+    {"path": "/v1/responses", "api": "openai"},
+    {"path": "/v1/embeddings", "api": "openai"},
+    {"path": "/v1/messages", "api": "anthropic"},
+)
+
+
+class Policy(_Strict):
+    version: Literal[1] = 1
+    mode: Mode = Mode.ENFORCE
+    upstream: UpstreamSettings | None = None
+    store: str = Field("memory://", description="memory:// (default)")
+    log: str = Field("sqlite:///./tokenward.db", description="sqlite:///PATH")
+    trusted_proxies: tuple[str, ...] = Field(
+        (), description="CIDRs whose X-Forwarded-For is believed"
+    )
+    max_body_bytes: int = Field(1_048_576, ge=0, description="request bodies above: 413")
+    proof: ProofSettings = Field(default_factory=ProofSettings)
+    routes: tuple[RouteSettings, ...] = Field(
+        default_factory=lambda: tuple(RouteSettings(**r) for r in STANDARD_ROUTES)
+    )
+    other_routes: Literal["pass", "refuse"] = Field(
+        "refuse", description="what happens to paths no route names"
+    )
+
+    _exact: dict[str, RouteSettings] = PrivateAttr(default_factory=dict)
+    _prefixes: list[RouteSettings] = PrivateAttr(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = []
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                bad.append(cidr)
+        if bad:
+            raise ValueError(f"not a CIDR: {', '.join(bad)}")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_paths(self) -> Policy:
+        seen: set[str] = set()
+        for r in self.routes:
+            if r.path in seen:
+                raise ValueError(f"route {r.path} is listed twice")
+            seen.add(r.path)
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Route lookups happen on every request: index the routes once.
+        self._exact = {r.path: r for r in self.routes if not r.path.endswith("/*")}
+        self._prefixes = sorted(
+            (r for r in self.routes if r.path.endswith("/*")), key=lambda r: -len(r.path)
+        )
+
+    # -- evaluation helpers (pure) -----------------------------------------------
+    def route_for(self, path: str) -> RouteSettings | None:
+        route = self._exact.get(path)
+        if route is not None:
+            return route
+        for r in self._prefixes:
+            if path.startswith(r.path[:-1]) or path == r.path[:-2]:
+                return r
+        return None
+
+    def difficulty_for(self, route: RouteSettings) -> int:
+        return self.proof.difficulty if route.difficulty is None else route.difficulty
+
+    def ttl_for(self, route: RouteSettings) -> float:
+        return self.proof.ttl if route.ttl is None else route.ttl
+
+    def mode_for(self, route: RouteSettings) -> Mode:
+        return self.mode if route.mode is None else route.mode
+
+    def body_cap_for(self, route: RouteSettings | None) -> int:
+        if route is None or route.max_body_bytes is None:
+            return self.max_body_bytes
+        return route.max_body_bytes
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or part.startswith("function-"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def parse_policy(data: Any, source: str = "policy") -> Policy:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PolicyError([Problem("", "the policy must be a mapping of settings")], source)
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown setting (check the spelling; see docs/policy.md)"
+            problems.append(Problem(_where(err["loc"]), msg))
+        raise PolicyError(problems, source) from None
+
+
+def read_policy_data(path: str | Path | None) -> dict[str, Any]:
+    """The raw mapping in a policy file (``{}`` for no file), for callers that overlay
+    command-line settings before validating."""
+    if path is None:
+        return {}
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise PolicyError([Problem("", f"cannot read: {exc.strerror}")], str(p)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        raise PolicyError([Problem(where, f"not valid YAML: {exc}")], str(p)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PolicyError([Problem("", "the policy must be a mapping of settings")], str(p))
+    return data
+
+
+def load_policy(path: str | Path | None, *, upstream: str | None = None) -> Policy:
+    """Read and validate a policy file (``None``: the default policy).
+
+    ``upstream`` replaces ``upstream.url`` (the ``--upstream`` option of ``serve``).
+    """
+    data = read_policy_data(path)
+    if upstream is not None:
+        section = data.get("upstream")
+        data["upstream"] = {**(section if isinstance(section, dict) else {}), "url": upstream}
+    return parse_policy(data, str(path) if path is not None else "default policy")
