@@ -82,9 +82,14 @@ class Upstream:
     def _request_headers(self, scope: Scope, client_ip: str) -> CIMultiDict[str]:
         out: CIMultiDict[str] = CIMultiDict()
         forwarded_for = None
+        drop = self._drop
+        for k, v in scope["headers"]:
+            if k == b"connection":  # headers it names are hop-by-hop too (RFC 9110 7.6.1)
+                named = {n.strip().lower() for n in v.decode("latin-1").split(",")}
+                drop = drop | named
         for k, v in scope["headers"]:
             name = k.decode("latin-1").lower()
-            if name in self._drop:
+            if name in drop:
                 continue
             if name == "x-forwarded-for":
                 forwarded_for = v.decode("latin-1")

@@ -11,6 +11,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,20 +140,21 @@ class SQLiteLog:
         self._ready.set()
         stopping = False
         while not stopping:
+            # Block for the first record, then gather more for up to flush_interval (or
+            # until the batch is full): one transaction per batch, not per decision.
+            item = self._queue.get()
             batch: list[DecisionRecord] = []
-            try:
-                item = self._queue.get(timeout=self._interval)
-            except queue.Empty:
-                continue
+            deadline = time.monotonic() + self._interval
             while True:
                 if item is _STOP:
                     stopping = True
-                else:
-                    batch.append(item)
-                if len(batch) >= self._batch:
+                    break
+                batch.append(item)
+                remaining = deadline - time.monotonic()
+                if len(batch) >= self._batch or remaining <= 0:
                     break
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=remaining)
                 except queue.Empty:
                     break
             if batch:

@@ -1,0 +1,105 @@
+"""``TokenwardMiddleware``: the same per-request checks inside an existing ASGI app.
+
+Pure ASGI (no BaseHTTPMiddleware, which breaks contextvars). Protected routes go through
+the same gate as the proxy; the checked body is replayed to the app, so the app reads
+exactly the bytes the proof was made for. Everything else goes straight to the app —
+``other_routes`` is a reverse-proxy setting and does not apply here.
+
+    from tokenward import TokenwardMiddleware
+    app = TokenwardMiddleware(app, policy="tokenward.yaml")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..facts import RequestFacts
+from ..guard import Guard, RequestOutcome
+from ..log import open_log
+from ..policy import Policy, load_policy
+from ..store import open_store
+from .app import load_keys
+from .common import ASGIApp, Message, Receive, Scope, Send
+from .endpoints import PREFIX, Endpoints
+from .gate import Gate
+
+__all__ = ["TokenwardMiddleware"]
+
+
+class TokenwardMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        policy: Policy | str | Path | None = None,
+        *,
+        guard: Guard | None = None,
+    ):
+        self.app = app
+        if guard is None:
+            pol = policy if isinstance(policy, Policy) else load_policy(policy)
+            guard = Guard(
+                pol, store=open_store(pol.store), keys=load_keys(pol), log=open_log(pol.log)
+            )
+        self.guard = guard
+        self.gate = Gate(guard)
+        self.endpoints = Endpoints(guard)
+        self._started = False
+
+    async def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            await self.guard.start()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path.startswith(PREFIX):
+            await self._start()
+            await self.endpoints(scope, receive, send)
+            return
+        route = self.guard.policy.route_for(path)
+        if route is None or not route.protect or scope["method"] not in route.methods:
+            await self.app(scope, receive, send)
+            return
+        await self._start()
+        await self.gate(scope, receive, send, route, self._call_app)
+
+    async def _call_app(
+        self, scope: Scope, receive: Receive, send: Send, facts: RequestFacts,
+        response_headers: list[tuple[bytes, bytes]], outcome: RequestOutcome,
+    ) -> None:  # fmt: skip
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": facts.body, "more_body": False}
+            return await receive()
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                outcome.status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), *response_headers]}
+            await send(message)
+
+        await self.app(scope, replay, send_with_headers)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def receive_and_start() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self._start()
+            return message
+
+        async def send_and_close(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.guard.close()
+            await send(message)
+
+        await self.app(scope, receive_and_start, send_and_close)
