@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .policy import Mode, Policy, PolicyError, load_policy
@@ -41,7 +42,7 @@ def _load(policy: Path | None, upstream: str | None = None) -> Policy:
     try:
         return load_policy(policy, upstream=upstream)
     except PolicyError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -149,7 +150,7 @@ def check_policy(
         table.add_column(col)
     for r in pol.routes:
         table.add_row(
-            r.path, r.api.value, "yes" if r.protect else "no (forwarded)",
+            escape(r.path), r.api.value, "yes" if r.protect else "no (forwarded)",
             ",".join(r.methods) if r.protect else "-",
             str(pol.difficulty_for(r)) if r.protect else "-",
             f"{pol.ttl_for(r):g}" if r.protect else "-",
@@ -181,7 +182,7 @@ def log_tail(
     try:
         rows = list(read_recent(path, n))
     except FileNotFoundError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
     if as_json:
         for row in rows:
@@ -192,11 +193,12 @@ def log_tail(
         table.add_column(col, overflow="fold")
     for row in rows:
         action = row["action"] + (f" (shadow: {row['shadow_action']})" if row["shadow_action"] else "")
-        table.add_row(
+        cells = (
             datetime.fromtimestamp(row["ts"], UTC).strftime("%H:%M:%S.%f")[:-3],
             row["request_id"][:10], row["client_ip"], row["route"] or row["path"], action,
             row["name"], str(row["status"]), ", ".join(row["reasons"]), f"{row['decision_ms']:.2f}",
         )  # fmt: skip
+        table.add_row(*(escape(c) for c in cells))
     console.print(table)
 
 

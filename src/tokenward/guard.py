@@ -75,6 +75,12 @@ class Guard:
         route = facts.route
         if route is None or not route.protect:
             return Decision(Action.ALLOW, "route/unprotected")
+        decision = await self._judge(facts, route)
+        if self.policy.mode_for(route) is Mode.SHADOW and not decision.forwards:
+            decision = replace(decision, shadow=True)
+        return decision
+
+    async def _judge(self, facts: RequestFacts, route: RouteSettings) -> Decision:
         if facts.problem is not None:
             return Decision(
                 Action.BLOCK, "request/bad", ("request/bad",), code="bad_request",
@@ -90,10 +96,7 @@ class Guard:
                 retry_after=1, proof={"error": str(exc)},
             )  # fmt: skip
         signals = proof_signals(outcome, facts.received_at)
-        decision = self._decide(facts, route, outcome, signals)
-        if self.policy.mode_for(route) is Mode.SHADOW and not decision.forwards:
-            decision = replace(decision, shadow=True)
-        return decision
+        return self._decide(facts, route, outcome, signals)
 
     async def _prove(self, facts: RequestFacts, route: RouteSettings) -> ProofOutcome:
         header = facts.header("tokenward-proof")

@@ -25,7 +25,6 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from .decision import Flavour
@@ -190,14 +189,15 @@ class Policy(_Strict):
             raise ValueError(f"not a CIDR: {', '.join(bad)}")
         return v
 
-    @model_validator(mode="after")
-    def _unique_paths(self) -> Policy:
+    @field_validator("routes")
+    @classmethod
+    def _unique_paths(cls, routes: tuple[RouteSettings, ...]) -> tuple[RouteSettings, ...]:
         seen: set[str] = set()
-        for r in self.routes:
+        for r in routes:
             if r.path in seen:
                 raise ValueError(f"route {r.path} is listed twice")
             seen.add(r.path)
-        return self
+        return routes
 
     def model_post_init(self, context: Any, /) -> None:
         # Route lookups happen on every request: index the routes once.

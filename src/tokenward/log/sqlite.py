@@ -158,7 +158,10 @@ class SQLiteLog:
                 except queue.Empty:
                     break
             if batch:
-                self._write(conn, batch)
+                try:
+                    self._write(conn, batch)
+                except Exception:  # the writer must outlive any one bad batch
+                    log.exception("decision log writer error")
         # Drain anything queued after the stop marker (records made during shutdown).
         rest = []
         while True:
@@ -181,8 +184,16 @@ class SQLiteLog:
                 return
             except sqlite3.OperationalError as exc:  # e.g. locked by a reader: retry
                 log.warning("decision log write failed (%s), retry %d", exc, attempt + 1)
-                threading.Event().wait(0.05 * (attempt + 1))
-        log.error("decision log: %d records could not be written to %s", len(batch), self.path)
+                time.sleep(0.05 * (attempt + 1))
+            except (sqlite3.Error, TypeError, ValueError):
+                break  # a bad record: fall back to one by one so the others still land
+        for rec in batch:
+            try:
+                with conn:
+                    conn.execute(_INSERT, _row(rec))
+                self.written += 1
+            except (sqlite3.Error, TypeError, ValueError) as exc:
+                log.error("decision log: cannot write decision %s: %s", rec.request_id, exc)
 
 
 def read_recent(path: str | Path, limit: int = 20) -> Iterator[dict[str, Any]]:
@@ -190,7 +201,7 @@ def read_recent(path: str | Path, limit: int = 20) -> Iterator[dict[str, Any]]:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no decision log at {p}")
-    conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+    conn = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True)
     try:
         conn.row_factory = sqlite3.Row
         rows = conn.execute(

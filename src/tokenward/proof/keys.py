@@ -44,7 +44,7 @@ class Key:
 def _decode_key(text: str, where: str) -> bytes:
     text = text.strip()
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (ValueError, TypeError) as exc:
         raise KeyRingError(f"{where}: not a base64url key") from exc
     if len(raw) != _KEY_SIZE:
@@ -84,9 +84,13 @@ class KeyRing:
 
     @classmethod
     def from_strings(cls, keys: Iterable[str], where: str = "keys") -> KeyRing:
-        texts = [k for k in (t.strip() for t in keys) if k and not k.startswith("#")]
+        numbered = [(i, t.strip()) for i, t in enumerate(keys)]
         return cls(
-            [Key.from_secret(_decode_key(t, f"{where}[{i}]")) for i, t in enumerate(texts)]
+            [
+                Key.from_secret(_decode_key(t, f"{where}[{i}]"))
+                for i, t in numbered
+                if t and not t.startswith("#")
+            ]
         )
 
     @classmethod

@@ -23,10 +23,15 @@ def open_store(uri: str) -> Store:
     """``memory://`` (optionally ``?max_used=N&max_keys=N``). Unknown schemes are errors."""
     parts = urlsplit(uri)
     if parts.scheme == "memory":
-        options = {k: int(v[-1]) for k, v in parse_qs(parts.query).items()}
-        unknown = set(options) - {"max_used", "max_keys"}
+        raw = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(raw) - {"max_used", "max_keys"}
         if unknown:
             raise ValueError(f"unknown memory store option(s): {', '.join(sorted(unknown))}")
+        options = {}
+        for name, value in raw.items():
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError(f"memory store option {name} must be a positive integer, got {value!r}")
+            options[name] = int(value)
         return MemoryStore(**options)
     raise ValueError(
         f"unknown store URI scheme {parts.scheme!r} in {uri!r}; supported: memory://"

@@ -141,6 +141,7 @@ class MemoryStore:
         return ReserveResult(True)
 
     async def commit(self, reservation: str, actual: float) -> None:
+        self._expire_holds(self._clock())  # a hold past its ttl is already released
         hold = self._holds.pop(reservation, None)
         if hold is None:
             return  # already committed or expired (and released) earlier
