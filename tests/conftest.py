@@ -95,9 +95,7 @@ def demo_upstream() -> Iterator[Upstream]:
     stop(proc)
 
 
-def start_gateway(
-    tmp_path: Path, upstream: str, policy: dict | None = None, name: str = "gw"
-) -> GatewayProc:
+def start_gateway(tmp_path: Path, upstream: str, policy: dict | None = None, name: str = "gw") -> GatewayProc:
     key = secrets.token_bytes(32)
     db = tmp_path / f"{name}.db"
     data = {

@@ -7,8 +7,7 @@ import socket
 
 import httpx
 import pytest
-
-from tests.conftest import GatewayProc, Upstream
+from tests.conftest import GatewayProc
 from tests.independent_client import chat_body, get_challenge, proof_header
 
 CHAT = "/v1/chat/completions"
@@ -29,8 +28,8 @@ def error_code(r: httpx.Response) -> str:
     ],
 )  # fmt: skip
 def test_garbage_proof_headers(gateway: GatewayProc, header: str) -> None:
-    r = httpx.post(gateway.url + CHAT, content=chat_body(),
-                   headers={"content-type": "application/json", "Tokenward-Proof": header.encode()})  # fmt: skip
+    headers = {"content-type": "application/json", "Tokenward-Proof": header.encode()}
+    r = httpx.post(gateway.url + CHAT, content=chat_body(), headers=headers)
     assert r.status_code == 401, r.text
     assert error_code(r) == "proof_invalid"
     assert r.json()["error"]["challenge"]["v"] == 1
@@ -64,7 +63,9 @@ def test_large_chunked_body_without_length_is_413(gateway: GatewayProc) -> None:
         for _ in range(40):
             yield b"a" * 65536
 
-    r = httpx.post(gateway.url + CHAT, content=chunks(), headers={"content-type": "application/json"}, timeout=30)
+    r = httpx.post(
+        gateway.url + CHAT, content=chunks(), headers={"content-type": "application/json"}, timeout=30
+    )
     assert r.status_code == 413 and error_code(r) == "payload_too_large"
 
 
@@ -136,7 +137,6 @@ def echo_upstream():
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
-
     from tests.conftest import free_port
 
     async def echo(request):

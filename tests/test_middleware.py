@@ -13,9 +13,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
-
 from tests.conftest import free_port
 from tests.independent_client import get_challenge, proof_header
+
 from tokenward import TokenwardMiddleware
 from tokenward.policy import parse_policy
 
@@ -52,7 +52,7 @@ def app_url(tmp_path) -> Iterator[tuple[str, str]]:
 
 
 def test_middleware_protects_routes_and_replays_the_exact_body(app_url: tuple[str, str]) -> None:
-    url, db = app_url
+    url, _ = app_url
     assert httpx.get(url + "/").text == "public page"  # unprotected: untouched
     body = b'{"messages": [{"role": "user", "content": "caf\xc3\xa9 \xe2\x98\x95"}]}'
     refused = httpx.post(url + "/api/chat", content=body)
@@ -77,8 +77,8 @@ def test_middleware_logs_decisions_and_drains_on_shutdown(tmp_path) -> None:
     for url in serve(TokenwardMiddleware(inner, policy), free_port()):
         for i in range(5):
             body = f'{{"messages": [{{"role": "user", "content": "{i}"}}]}}'.encode()
-            r = httpx.post(url + "/api/chat", content=body,
-                           headers={"Tokenward-Proof": proof_header(get_challenge(url, "/api/chat"), body)})  # fmt: skip
+            proof = proof_header(get_challenge(url, "/api/chat"), body)
+            r = httpx.post(url + "/api/chat", content=body, headers={"Tokenward-Proof": proof})
             ids.append(r.headers["tokenward-request-id"])
         ids.append(httpx.post(url + "/api/chat", content=b"{}").headers["tokenward-request-id"])
     with sqlite3.connect(db) as conn:

@@ -8,7 +8,6 @@ import time
 
 import httpx
 import pytest
-
 from tests.conftest import GatewayProc
 from tests.independent_client import chat_body, get_challenge, proof_header
 

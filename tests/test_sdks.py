@@ -5,8 +5,8 @@ from __future__ import annotations
 import anthropic
 import openai
 import pytest
-
 from tests.conftest import GatewayProc
+
 from tokenward.sdk.client import async_http_client, http_client
 
 QUESTION = "How does tokenward stop stolen calls?"

@@ -8,9 +8,9 @@ import sys
 import time
 
 import httpx
-
 from tests.conftest import Upstream, start_gateway
 from tests.independent_client import chat_body
+
 from tokenward.log import read_recent
 
 

@@ -7,7 +7,6 @@ import time
 
 import httpx
 import pytest
-
 from tests.conftest import GatewayProc, Upstream
 from tests.independent_client import get_challenge, proof_header
 
@@ -30,8 +29,12 @@ def wait_for(predicate, timeout: float = 10.0) -> bool:
 
 @pytest.fixture(autouse=True)
 def _quiet_upstream(demo_upstream: Upstream) -> None:
-    wait_for(lambda: demo_upstream.stats()["streams_started"] == (
-        demo_upstream.stats()["streams_completed"] + demo_upstream.stats()["streams_aborted"]))
+    wait_for(
+        lambda: (
+            demo_upstream.stats()["streams_started"]
+            == (demo_upstream.stats()["streams_completed"] + demo_upstream.stats()["streams_aborted"])
+        )
+    )
     demo_upstream.reset()
 
 
@@ -60,9 +63,7 @@ def test_first_chunk_arrives_before_the_upstream_finishes(
     assert first_at < total / 3
 
 
-def test_client_disconnect_closes_the_upstream_stream(
-    gateway: GatewayProc, demo_upstream: Upstream
-) -> None:
+def test_client_disconnect_closes_the_upstream_stream(gateway: GatewayProc, demo_upstream: Upstream) -> None:
     body = stream_body("I will leave early")
     headers = {"content-type": "application/json", "x-demo-chunk-delay": "0.2",
                "Tokenward-Proof": proof_header(get_challenge(gateway.url, CHAT), body)}  # fmt: skip

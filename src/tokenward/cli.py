@@ -125,9 +125,11 @@ def demo(
         try:
             _wait_http(f"{upstream}/v1/models", 20, proc)
             base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"
-            console.print(f"[bold]tokenward demo[/bold]\n  gateway:    {base}\n  chat page:  {base}/demo"
-                          f"\n  demo LLM:   {upstream} (behind the gateway)\n  health:     {base}/.tokenward/health"
-                          "\n  Ctrl-C to stop.")  # fmt: skip
+            console.print(
+                f"[bold]tokenward demo[/bold]\n  gateway:    {base}\n  chat page:  {base}/demo\n"
+                f"  demo LLM:   {upstream} (behind the gateway)\n"
+                f"  health:     {base}/.tokenward/health\n  Ctrl-C to stop."
+            )
             from .server import serve as run
 
             run({"policy": str(policy_path), "upstream": upstream}, host=host, port=port)
@@ -160,7 +162,9 @@ def check_policy(
     console.print(table)
     console.print(f"other routes: {'forwarded' if pol.other_routes == 'pass' else 'refused (404)'}")
     console.print(f"upstream: {pol.upstream.url if pol.upstream else '(none: pass --upstream to serve)'}")
-    console.print(f"store: {pol.store}   log: {pol.log}   trusted proxies: {', '.join(pol.trusted_proxies) or 'none'}")
+    console.print(
+        f"store: {pol.store}   log: {pol.log}   trusted proxies: {', '.join(pol.trusted_proxies) or 'none'}"
+    )
     if any(pol.mode_for(r) is Mode.SHADOW for r in pol.routes if r.protect):
         console.print("[yellow]shadow mode: refusals are logged but requests are forwarded[/yellow]")
 

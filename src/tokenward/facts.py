@@ -50,9 +50,7 @@ class TrustedProxies:
     """Resolves the client address, believing X-Forwarded-For only from configured CIDRs."""
 
     def __init__(self, cidrs: Sequence[str]):
-        self._nets: tuple[_IPNetwork, ...] = tuple(
-            ipaddress.ip_network(c, strict=False) for c in cidrs
-        )
+        self._nets: tuple[_IPNetwork, ...] = tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
     def _trusted(self, ip: str) -> bool:
         if not self._nets:

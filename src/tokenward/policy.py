@@ -20,8 +20,8 @@ import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
-    PrivateAttr,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -111,8 +111,7 @@ class UpstreamSettings(_Strict):
                 missing = [m for m in _ENV_REF.findall(value) if m not in os.environ]
                 if missing:
                     raise ValueError(
-                        f"header {name!r} refers to unset environment variable(s): "
-                        + ", ".join(missing)
+                        f"header {name!r} refers to unset environment variable(s): " + ", ".join(missing)
                     )
                 value = _ENV_REF.sub(lambda m: os.environ[m.group(1)], value)
             out[name] = value
@@ -161,9 +160,7 @@ class Policy(_Strict):
     upstream: UpstreamSettings | None = None
     store: str = Field("memory://", description="memory:// (default)")
     log: str = Field("sqlite:///./tokenward.db", description="sqlite:///PATH")
-    trusted_proxies: tuple[str, ...] = Field(
-        (), description="CIDRs whose X-Forwarded-For is believed"
-    )
+    trusted_proxies: tuple[str, ...] = Field((), description="CIDRs whose X-Forwarded-For is believed")
     max_body_bytes: int = Field(1_048_576, ge=0, description="request bodies above: 413")
     proof: ProofSettings = Field(default_factory=ProofSettings)
     routes: tuple[RouteSettings, ...] = Field(
@@ -202,9 +199,7 @@ class Policy(_Strict):
     def model_post_init(self, context: Any, /) -> None:
         # Route lookups happen on every request: index the routes once.
         self._exact = {r.path: r for r in self.routes if not r.path.endswith("/*")}
-        self._prefixes = sorted(
-            (r for r in self.routes if r.path.endswith("/*")), key=lambda r: -len(r.path)
-        )
+        self._prefixes = sorted((r for r in self.routes if r.path.endswith("/*")), key=lambda r: -len(r.path))
 
     # -- evaluation helpers (pure) -----------------------------------------------
     def route_for(self, path: str) -> RouteSettings | None:

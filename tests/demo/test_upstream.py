@@ -140,9 +140,7 @@ def test_chat_stream_matches_plain(oai: openai.OpenAI) -> None:
     plain = oai.chat.completions.create(model="demo-1", messages=user()).choices[0].message.content
     chunks = list(oai.chat.completions.create(model="demo-1", messages=user(), stream=True))
     assert chunks[0].choices[0].delta.role == "assistant"
-    deltas = [
-        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
-    ]
+    deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(deltas) > 10  # a word or two each
     assert "".join(deltas) == plain
     assert chunks[-1].choices[0].finish_reason == "stop"
@@ -258,9 +256,7 @@ def test_models(oai: openai.OpenAI) -> None:
 
 
 def test_anthropic_plain(claude: anthropic.Anthropic) -> None:
-    message = claude.messages.create(
-        model="demo-1", max_tokens=1024, system="Be brief.", messages=user()
-    )
+    message = claude.messages.create(model="demo-1", max_tokens=1024, system="Be brief.", messages=user())
     assert message.type == "message" and message.role == "assistant"
     assert message.stop_reason == "end_turn" and message.stop_sequence is None
     text = message.content[0].text  # type: ignore[union-attr]
@@ -281,9 +277,7 @@ def test_anthropic_stream(claude: anthropic.Anthropic) -> None:
 
 
 def test_anthropic_stream_events_and_max_tokens(claude: anthropic.Anthropic) -> None:
-    events = list(
-        claude.messages.create(model="demo-1", max_tokens=6, messages=user(), stream=True)
-    )
+    events = list(claude.messages.create(model="demo-1", max_tokens=6, messages=user(), stream=True))
     kinds = [e.type for e in events]
     assert kinds[:2] == ["message_start", "content_block_start"]
     assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]

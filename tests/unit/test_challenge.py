@@ -169,9 +169,7 @@ def test_proof_hash_matches_the_spec(keys: KeyRing, signals: bytes | None) -> No
 
 def test_server_accepts_a_nonce_found_by_an_independent_solver(keys: KeyRing) -> None:
     c = issue_challenge(keys, ROUTE, 10, ttl=120, now=NOW)
-    nonce = next(
-        n for n in range(1 << 24) if zero_bits(independent_hash(c.token, BODY, None, n)) >= 10
-    )
+    nonce = next(n for n in range(1 << 24) if zero_bits(independent_hash(c.token, BODY, None, n)) >= 10)
     assert isinstance(verify(keys, header(c, nonce)), ProofClaims)
 
 
@@ -405,9 +403,7 @@ def test_reprs_never_show_the_secret() -> None:
 def test_key_ring_from_file_skips_comments_and_blank_lines(tmp_path: Path) -> None:
     new, old = b"n" * 32, b"o" * 32
     path = tmp_path / "keys"
-    path.write_text(
-        f"# rotated 2025-01-01\n\n{encode(new)}\n  # the old key, drop later\n{encode(old)}\n"
-    )
+    path.write_text(f"# rotated 2025-01-01\n\n{encode(new)}\n  # the old key, drop later\n{encode(old)}\n")
     ring = KeyRing.from_file(path)
     assert ring.signing.secret == new
     assert ring.get(Key.from_secret(old).kid) is not None

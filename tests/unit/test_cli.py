@@ -117,9 +117,7 @@ def test_check_policy_on_a_bad_file_prints_every_problem_with_its_location(tmp_p
 
 
 @pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
-def test_check_policy_on_each_golden_bad_file_exits_2(
-    path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_check_policy_on_each_golden_bad_file_exits_2(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(UNSET_VAR, raising=False)
     with pytest.raises(PolicyError) as info:
         load_policy(path)
@@ -130,9 +128,7 @@ def test_check_policy_on_each_golden_bad_file_exits_2(
     assert " ".join(str(info.value.problems[0]).split()) in printed
 
 
-def test_check_policy_on_a_missing_file_exits_2(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_check_policy_on_a_missing_file_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result = invoke("check-policy", tmp_path / "absent.yaml", monkeypatch=monkeypatch)
     assert result.exit_code == 2
     assert "cannot read" in result.stderr
@@ -208,9 +204,7 @@ def test_log_tail_of_a_missing_db_exits_1(tmp_path: Path, monkeypatch: pytest.Mo
     assert "no decision log" in result.stderr
 
 
-def test_log_tail_reads_the_policy_log_setting(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_log_tail_reads_the_policy_log_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_log(tmp_path / "from-policy.db", [record(1)])
     policy = tmp_path / "p.yaml"
     policy.write_text("log: sqlite:///from-policy.db\n")
@@ -220,14 +214,10 @@ def test_log_tail_reads_the_policy_log_setting(
     assert json.loads(result.stdout)["request_id"] == "id0001abcdefgh"
 
 
-def test_log_tail_shows_request_paths_literally(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_log_tail_shows_request_paths_literally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Paths come from the network: they are data, not rich markup.
     db = tmp_path / "hostile.db"
-    write_log(
-        db, [record(1, path="/v1/[/x]", route=None), record(2, path="/v1/[bold]y", route=None)]
-    )
+    write_log(db, [record(1, path="/v1/[/x]", route=None), record(2, path="/v1/[bold]y", route=None)])
     result = invoke("log", "tail", "--db", db, monkeypatch=monkeypatch)
     assert result.exit_code == 0, repr(result.exception)
     assert "/v1/[/x]" in result.stdout

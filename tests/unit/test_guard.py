@@ -63,9 +63,7 @@ class DownStore:
     async def consume_once(self, key: str, ttl: float) -> bool:
         raise StoreUnavailable("connection refused")
 
-    async def hit(
-        self, key: str, *, limit: float, window: float, cost: float = 1.0
-    ) -> WindowResult:
+    async def hit(self, key: str, *, limit: float, window: float, cost: float = 1.0) -> WindowResult:
         raise StoreUnavailable("connection refused")
 
     async def reserve(
@@ -347,9 +345,7 @@ async def test_bad_request_is_refused_before_the_proof(guard: Guard) -> None:
 # -- shadow mode ------------------------------------------------------------------------------
 
 
-async def test_policy_shadow_mode_forwards_but_keeps_the_verdict(
-    clock: FakeClock, keys: KeyRing
-) -> None:
+async def test_policy_shadow_mode_forwards_but_keeps_the_verdict(clock: FakeClock, keys: KeyRing) -> None:
     guard = Guard(make_policy(mode="shadow"), store=MemoryStore(clock=clock), keys=keys)
     decision = await guard.check(facts_for(guard))
     assert decision.shadow is True
@@ -375,9 +371,7 @@ async def test_route_enforce_overrides_policy_shadow(clock: FakeClock, keys: Key
 
 
 async def test_shadow_mode_does_not_mark_allowed_requests(guard: Guard) -> None:
-    decision = await guard.check(
-        facts_for(guard, "/api/chat", proof=solved_proof(guard, "/api/chat"))
-    )
+    decision = await guard.check(facts_for(guard, "/api/chat", proof=solved_proof(guard, "/api/chat")))
     assert decision.name == "proof/ok"
     assert decision.shadow is False
 
@@ -398,9 +392,7 @@ async def test_shadow_mode_forwards_when_the_store_is_down(keys: KeyRing, clock:
     assert decision.forwards
 
 
-async def test_shadow_mode_forwards_a_request_it_cannot_parse(
-    keys: KeyRing, clock: FakeClock
-) -> None:
+async def test_shadow_mode_forwards_a_request_it_cannot_parse(keys: KeyRing, clock: FakeClock) -> None:
     guard = Guard(make_policy(mode="shadow"), store=MemoryStore(clock=clock), keys=keys)
     decision = await guard.check(facts_for(guard, body=b"{", problem="not JSON"))
     assert decision.code == "bad_request"
@@ -421,9 +413,7 @@ async def test_store_outage_is_store_unavailable(keys: KeyRing, clock: FakeClock
     assert decision.proof is not None and "connection refused" in decision.proof["error"]
 
 
-async def test_store_outage_does_not_matter_without_a_proof(
-    keys: KeyRing, clock: FakeClock
-) -> None:
+async def test_store_outage_does_not_matter_without_a_proof(keys: KeyRing, clock: FakeClock) -> None:
     # No proof: nothing to consume, the challenge is stateless.
     guard = Guard(make_policy(), store=DownStore(), keys=keys, clock=clock)
     decision = await guard.check(facts_for(guard))

@@ -63,9 +63,7 @@ def test_minimal_policy_has_the_documented_defaults() -> None:
     assert policy.store == "memory://"
     assert policy.trusted_proxies == ()
     assert policy.max_body_bytes == 1_048_576
-    assert [(r.path, r.api.value) for r in policy.routes] == [
-        (r["path"], r["api"]) for r in STANDARD_ROUTES
-    ]
+    assert [(r.path, r.api.value) for r in policy.routes] == [(r["path"], r["api"]) for r in STANDARD_ROUTES]
     assert len(policy.routes) == 5
     for route in policy.routes:
         assert route.protect and route.methods == ("POST",)

@@ -58,9 +58,7 @@ async def test_concurrent_consume_of_one_key_has_exactly_one_winner(store: Memor
     assert results.count(False) == 199
 
 
-async def test_consumed_key_is_usable_again_only_after_ttl(
-    store: MemoryStore, clock: FakeClock
-) -> None:
+async def test_consumed_key_is_usable_again_only_after_ttl(store: MemoryStore, clock: FakeClock) -> None:
     assert await store.consume_once("k", ttl=30)
     clock.advance(29.999)
     assert await store.consume_once("k", ttl=30) is False
@@ -103,9 +101,7 @@ async def test_full_single_use_store_reclaims_expired_entries(clock: FakeClock) 
 # -- sliding-window hit ----------------------------------------------------------------
 
 
-async def test_hit_allows_up_to_the_limit_then_refuses(
-    store: MemoryStore, clock: FakeClock
-) -> None:
+async def test_hit_allows_up_to_the_limit_then_refuses(store: MemoryStore, clock: FakeClock) -> None:
     clock.now = 1_000_000.0  # exactly at a window start (1_000_000 / 10 is whole)
     results = [await store.hit("ip", limit=5, window=10) for _ in range(6)]
     assert [r.allowed for r in results] == [True] * 5 + [False]
@@ -148,9 +144,7 @@ async def test_hit_weights_the_previous_window(store: MemoryStore, clock: FakeCl
     assert (await store.hit("k", limit=10, window=100)).allowed
 
 
-async def test_hit_forgets_windows_older_than_the_previous_one(
-    store: MemoryStore, clock: FakeClock
-) -> None:
+async def test_hit_forgets_windows_older_than_the_previous_one(store: MemoryStore, clock: FakeClock) -> None:
     clock.now = 1_000_000.0
     for _ in range(10):
         await store.hit("k", limit=10, window=100)
@@ -160,9 +154,7 @@ async def test_hit_forgets_windows_older_than_the_previous_one(
     assert r.count == pytest.approx(1.0)
 
 
-async def test_refused_hit_is_allowed_after_retry_after(
-    store: MemoryStore, clock: FakeClock
-) -> None:
+async def test_refused_hit_is_allowed_after_retry_after(store: MemoryStore, clock: FakeClock) -> None:
     clock.now = 1_000_000.0 + 30  # 30 s into a 60 s window
     for _ in range(3):
         assert (await store.hit("k", limit=3, window=60)).allowed
@@ -221,9 +213,7 @@ async def test_reserve_reports_the_first_exhausted_budget(store: MemoryStore) ->
 
 async def test_concurrent_reserves_fit_exactly(store: MemoryStore) -> None:
     budget = Budget("site", limit=50, window=60)
-    results = await asyncio.gather(
-        *(store.reserve([budget], 1, f"r{i}", ttl=30) for i in range(200))
-    )
+    results = await asyncio.gather(*(store.reserve([budget], 1, f"r{i}", ttl=30) for i in range(200)))
     assert sum(r.ok for r in results) == 50
     assert all(r.exhausted == budget for r in results if not r.ok)
 
@@ -267,9 +257,7 @@ async def test_commit_of_unknown_reservation_is_a_no_op(store: MemoryStore) -> N
     assert store.stats()["holds"] == 1
 
 
-async def test_uncommitted_hold_is_released_after_its_ttl(
-    store: MemoryStore, clock: FakeClock
-) -> None:
+async def test_uncommitted_hold_is_released_after_its_ttl(store: MemoryStore, clock: FakeClock) -> None:
     clock.now = 1_000_000.0  # start of an hour window: the window does not roll below
     budget = Budget("user", limit=10, window=3600)
     assert (await store.reserve([budget], 10, "crashed", ttl=30)).ok
@@ -279,9 +267,7 @@ async def test_uncommitted_hold_is_released_after_its_ttl(
     assert (await store.reserve([budget], 10, "r3", ttl=30)).ok
 
 
-async def test_commit_after_the_hold_expired_is_a_no_op(
-    store: MemoryStore, clock: FakeClock
-) -> None:
+async def test_commit_after_the_hold_expired_is_a_no_op(store: MemoryStore, clock: FakeClock) -> None:
     """A hold lasts until commit or ttl, whichever comes first (Store.reserve): once the
     ttl has passed the reservation no longer exists, whether or not another reserve call
     happened to sweep it in between. The two orders must leave the budget the same."""

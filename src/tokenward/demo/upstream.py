@@ -197,9 +197,7 @@ def _text_of(content: object) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
+            part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
         )
     return ""
 
@@ -355,9 +353,7 @@ class DemoStats:
         self.requests += 1
         self.by_path[path] = self.by_path.get(path, 0) + 1
 
-    def record_usage(
-        self, path: str, call: LLMCall, output_tokens: int, *, aborted: bool = False
-    ) -> None:
+    def record_usage(self, path: str, call: LLMCall, output_tokens: int, *, aborted: bool = False) -> None:
         self.last_usage = {
             "path": path,
             "model": call.model,
@@ -370,8 +366,7 @@ class DemoStats:
 
     def record_request(self, request: Request, body: object) -> None:
         headers = {
-            name: "***" if name in _SECRET_HEADERS else value
-            for name, value in request.headers.items()
+            name: "***" if name in _SECRET_HEADERS else value for name, value in request.headers.items()
         }
         self.last_request = {
             "method": request.method,
@@ -466,9 +461,7 @@ class EventStream(Response):
                     for i, event in enumerate(self.events):
                         if i and self.delay > 0:
                             await anyio.sleep(self.delay)
-                        await send(
-                            {"type": "http.response.body", "body": event.data, "more_body": True}
-                        )
+                        await send({"type": "http.response.body", "body": event.data, "more_body": True})
                         tokens_sent += event.tokens
                     completed = True
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -974,9 +967,7 @@ def create_app(*, chunk_delay: float = 0.0, chunks: int | None = None) -> ASGIAp
     app.state.config = DemoConfig(chunk_delay=chunk_delay, chunks=chunks)
     app.state.stats = DemoStats()
     app.state.chat_html = (
-        resources.files(__package__ or "tokenward.demo")
-        .joinpath("chat.html")
-        .read_text(encoding="utf-8")
+        resources.files(__package__ or "tokenward.demo").joinpath("chat.html").read_text(encoding="utf-8")
     )
     return _DemoMarker(app)
 

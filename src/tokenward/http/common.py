@@ -75,9 +75,7 @@ async def send_json(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": JSON_HEADERS
-            + [(b"content-length", str(len(body)).encode())]
-            + (headers or []),
+            "headers": JSON_HEADERS + [(b"content-length", str(len(body)).encode())] + (headers or []),
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -102,9 +100,7 @@ def decision_headers(request_id: str, decision: Decision | None) -> list[tuple[b
     return out
 
 
-async def send_refusal(
-    send: Send, flavour: Flavour, decision: Decision, request_id: str
-) -> int:
+async def send_refusal(send: Send, flavour: Flavour, decision: Decision, request_id: str) -> int:
     assert decision.code is not None  # refusals always carry a code (internal invariant)
     headers = decision_headers(request_id, decision)
     if decision.retry_after is not None:

@@ -46,7 +46,9 @@ class Endpoints:
         try:
             body = await read_body(scope, receive, _CHALLENGE_BODY_CAP)
         except BodyTooLarge:
-            await send_error(send, Flavour.CUSTOM, "payload_too_large", "Challenge requests are small JSON objects.")
+            await send_error(
+                send, Flavour.CUSTOM, "payload_too_large", "Challenge requests are small JSON objects."
+            )
             return
         except ClientGone:
             return

@@ -57,8 +57,10 @@ def build_facts(
     client = scope.get("client")
     peer = client[0] if client else "unknown"
     call = problem = None
-    if route is not None and route.protect and (
-        route.api in _JSON_FLAVOURS or "json" in headers.get("content-type", "")
+    if (
+        route is not None
+        and route.protect
+        and (route.api in _JSON_FLAVOURS or "json" in headers.get("content-type", ""))
     ):
         parsed = parse_call(route.api, body)
         if isinstance(parsed, str):
@@ -95,6 +97,7 @@ class Gate:
         outcome = RequestOutcome()
         decided = started
         cap = guard.policy.body_cap_for(route)
+        decision: Decision | None
         try:
             body = await read_body(scope, receive, cap)
         except BodyTooLarge:
@@ -110,9 +113,7 @@ class Gate:
                 decision = await guard.check(facts)
             decided = time.perf_counter()
             if decision.forwards:
-                await forward(
-                    scope, receive, send, facts, decision_headers(request_id, decision), outcome
-                )
+                await forward(scope, receive, send, facts, decision_headers(request_id, decision), outcome)
             elif decision.code is not None:
                 outcome.status = await send_refusal(send, route.api, decision, request_id)
         except Exception as exc:

@@ -37,9 +37,7 @@ class TokenwardMiddleware:
         self.app = app
         if guard is None:
             pol = policy if isinstance(policy, Policy) else load_policy(policy)
-            guard = Guard(
-                pol, store=open_store(pol.store), keys=load_keys(pol), log=open_log(pol.log)
-            )
+            guard = Guard(pol, store=open_store(pol.store), keys=load_keys(pol), log=open_log(pol.log))
         self.guard = guard
         self.gate = Gate(guard)
         self.endpoints = Endpoints(guard)

@@ -88,18 +88,14 @@ class ProofFailure:
     message: str
 
 
-def issue_challenge(
-    keys: KeyRing, route: str, difficulty: int, ttl: float, now: float
-) -> Challenge:
+def issue_challenge(keys: KeyRing, route: str, difficulty: int, ttl: float, now: float) -> Challenge:
     if not 0 <= difficulty <= MAX_DIFFICULTY:
         raise ValueError(f"difficulty must be within 0..{MAX_DIFFICULTY}, got {difficulty}")
     key = keys.signing
     issued_ms = int(now * 1000)
     ttl_ms = int(ttl * 1000)
     cid = secrets.token_bytes(16)
-    head = _HEAD.pack(
-        _TOKEN_VERSION, key.kid, issued_ms, ttl_ms, difficulty, route_tag(route), cid
-    )
+    head = _HEAD.pack(_TOKEN_VERSION, key.kid, issued_ms, ttl_ms, difficulty, route_tag(route), cid)
     mac = hmac.new(key.secret, head, hashlib.sha256).digest()
     token = base64.urlsafe_b64encode(head + mac).rstrip(b"=").decode()
     return Challenge(
@@ -163,9 +159,7 @@ def verify_proof(
         return ProofFailure("proof_invalid", "The challenge is not one this server issued.")
     head, mac = raw[: _HEAD.size], raw[_HEAD.size :]
     key = keys.get(raw[1 : 1 + KEY_ID_SIZE])
-    if key is None or not hmac.compare_digest(
-        mac, hmac.new(key.secret, head, hashlib.sha256).digest()
-    ):
+    if key is None or not hmac.compare_digest(mac, hmac.new(key.secret, head, hashlib.sha256).digest()):
         return ProofFailure("proof_invalid", "The challenge signature does not verify.")
     _, kid, issued_ms, ttl_ms, difficulty, tag, cid = _HEAD.unpack(head)
     expires_at = (issued_ms + ttl_ms) / 1000
@@ -193,9 +187,7 @@ def verify_proof(
     )
 
 
-def solve(
-    challenge: str, body: bytes, difficulty: int, signals_header: bytes | None = None
-) -> int:
+def solve(challenge: str, body: bytes, difficulty: int, signals_header: bytes | None = None) -> int:
     """Find a nonce for a challenge: the reference solver (Python clients, tests, benchmarks)."""
     body_sha = hashlib.sha256(body).digest()
     signals_sha = hashlib.sha256(signals_header).digest() if signals_header else _EMPTY_SHA

@@ -179,11 +179,11 @@ def http_client(**kwargs: Any) -> Any:
     """An ``httpx2.Client`` that proves every POST: pass it as the SDKs' ``http_client=``."""
     import httpx2
 
-    return httpx2.Client(transport=ProofTransport(kwargs.pop("transport", None)), **kwargs)
+    return httpx2.Client(transport=ProofTransport(kwargs.pop("transport", None)), **kwargs)  # type: ignore[arg-type]
 
 
 def async_http_client(**kwargs: Any) -> Any:
     """An ``httpx2.AsyncClient`` that proves every POST (for AsyncOpenAI/AsyncAnthropic)."""
     import httpx2
 
-    return httpx2.AsyncClient(transport=AsyncProofTransport(kwargs.pop("transport", None)), **kwargs)
+    return httpx2.AsyncClient(transport=AsyncProofTransport(kwargs.pop("transport", None)), **kwargs)  # type: ignore[arg-type]

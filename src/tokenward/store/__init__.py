@@ -27,12 +27,12 @@ def open_store(uri: str) -> Store:
         unknown = set(raw) - {"max_used", "max_keys"}
         if unknown:
             raise ValueError(f"unknown memory store option(s): {', '.join(sorted(unknown))}")
-        options = {}
+        options: dict[str, int] = {}
         for name, value in raw.items():
             if not value.isdigit() or int(value) < 1:
                 raise ValueError(f"memory store option {name} must be a positive integer, got {value!r}")
             options[name] = int(value)
-        return MemoryStore(**options)
-    raise ValueError(
-        f"unknown store URI scheme {parts.scheme!r} in {uri!r}; supported: memory://"
-    )
+        return MemoryStore(
+            max_used=options.get("max_used", 500_000), max_keys=options.get("max_keys", 200_000)
+        )
+    raise ValueError(f"unknown store URI scheme {parts.scheme!r} in {uri!r}; supported: memory://")

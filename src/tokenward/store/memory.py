@@ -88,9 +88,7 @@ class MemoryStore:
             budget -= 1
 
     # -- sliding-window counters ---------------------------------------------------
-    async def hit(
-        self, key: str, *, limit: float, window: float, cost: float = 1.0
-    ) -> WindowResult:
+    async def hit(self, key: str, *, limit: float, window: float, cost: float = 1.0) -> WindowResult:
         now = self._clock()
         self._expire_lru(self._windows, now)
         index = math.floor(now / window)
