@@ -4,15 +4,51 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
-from .base import Budget, ReserveResult, Store, StoreFull, StoreUnavailable, WindowResult
+from .base import Store, StoreFull, StoreMethods, StoreUnavailable
 from .memory import MemoryStore
+from .ops import (
+    Append,
+    Budget,
+    Cadence,
+    CadenceResult,
+    Commit,
+    Consume,
+    Distinct,
+    Get,
+    Hit,
+    Inflight,
+    Op,
+    Put,
+    Range,
+    Rate,
+    RateResult,
+    Reserve,
+    ReserveResult,
+    WindowResult,
+)
 
 __all__ = [
+    "Append",
     "Budget",
+    "Cadence",
+    "CadenceResult",
+    "Commit",
+    "Consume",
+    "Distinct",
+    "Get",
+    "Hit",
+    "Inflight",
     "MemoryStore",
+    "Op",
+    "Put",
+    "Range",
+    "Rate",
+    "RateResult",
+    "Reserve",
     "ReserveResult",
     "Store",
     "StoreFull",
+    "StoreMethods",
     "StoreUnavailable",
     "WindowResult",
     "open_store",

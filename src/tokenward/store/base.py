@@ -1,24 +1,30 @@
 """The Store protocol: the only shared state, every read-check-write one atomic call.
 
-Each operation is shaped so a Redis backend can run it as one Lua script (one round
-trip) and behave exactly like the in-memory backend under concurrency. Keys are plain
-strings chosen by the caller; the store adds its own prefix.
+Each operation (see :mod:`.ops`) is shaped so a Redis backend can run it as one Lua
+script and behave exactly like the in-memory backend under concurrency; a list of them
+runs in one round trip (:meth:`Store.execute`). Keys are plain strings chosen by the
+caller; backends add their own prefix. Time comes from the store (Redis ``TIME`` or the
+memory store's injected clock), never from the caller, so instances whose clocks differ
+still agree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = [
-    "Budget",
-    "ReserveResult",
-    "Store",
-    "StoreFull",
-    "StoreUnavailable",
-    "WindowResult",
-]
+from .ops import (
+    Budget,
+    Commit,
+    Consume,
+    Hit,
+    Op,
+    Reserve,
+    ReserveResult,
+    WindowResult,
+)
+
+__all__ = ["Store", "StoreFull", "StoreMethods", "StoreUnavailable"]
 
 
 class StoreUnavailable(RuntimeError):
@@ -30,54 +36,46 @@ class StoreFull(StoreUnavailable):
     (evicting a consumed challenge would let it be replayed)."""
 
 
-@dataclass(frozen=True, slots=True)
-class WindowResult:
-    allowed: bool
-    count: float  # weighted count in the window after this hit (or as it stands, if refused)
-    limit: float
-    retry_after: float  # seconds until a hit of the same cost could pass; 0 when allowed
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """A spend limit: at most ``limit`` units per fixed ``window`` seconds under ``key``."""
-
-    key: str
-    limit: float
-    window: float
-
-
-@dataclass(frozen=True, slots=True)
-class ReserveResult:
-    ok: bool
-    exhausted: Budget | None = None  # the first budget that would overflow
-    retry_after: float = 0.0
-
-
 @runtime_checkable
 class Store(Protocol):
-    async def consume_once(self, key: str, ttl: float) -> bool:
-        """Mark ``key`` used for ``ttl`` seconds. True only for the first caller."""
+    async def execute(self, ops: Sequence[Op]) -> list[Any]:
+        """Run ``ops`` in order, one result per op; one round trip for remote stores.
+        Raises :class:`StoreUnavailable` when the store cannot answer."""
         ...
 
-    async def hit(self, key: str, *, limit: float, window: float, cost: float = 1.0) -> WindowResult:
-        """Sliding-window counter: add ``cost`` if the window stays within ``limit``."""
-        ...
+    async def consume_once(self, key: str, ttl: float) -> bool: ...
+
+    async def hit(self, key: str, *, limit: float, window: float, cost: float = 1.0) -> WindowResult: ...
 
     async def reserve(
         self, budgets: Sequence[Budget], amount: float, reservation: str, ttl: float
-    ) -> ReserveResult:
-        """Hold ``amount`` against every budget, all or nothing.
+    ) -> ReserveResult: ...
 
-        The hold lasts until :meth:`commit` or ``ttl`` seconds, whichever comes first, so
-        a crashed request never leaves a budget blocked forever.
-        """
-        ...
-
-    async def commit(self, reservation: str, actual: float) -> None:
-        """Replace a hold by the exact amount spent (0 releases it)."""
-        ...
+    async def commit(self, reservation: str, actual: float) -> None: ...
 
     async def ping(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+class StoreMethods:
+    """One-operation conveniences over ``execute``, shared by every backend."""
+
+    async def execute(self, ops: Sequence[Op]) -> list[Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def consume_once(self, key: str, ttl: float) -> bool:
+        return bool((await self.execute([Consume(key, ttl)]))[0])
+
+    async def hit(self, key: str, *, limit: float, window: float, cost: float = 1.0) -> WindowResult:
+        result: WindowResult = (await self.execute([Hit(key, limit, window, cost)]))[0]
+        return result
+
+    async def reserve(
+        self, budgets: Sequence[Budget], amount: float, reservation: str, ttl: float
+    ) -> ReserveResult:
+        result: ReserveResult = (await self.execute([Reserve(tuple(budgets), amount, reservation, ttl)]))[0]
+        return result
+
+    async def commit(self, reservation: str, actual: float) -> None:
+        await self.execute([Commit(reservation, actual)])
