@@ -33,9 +33,7 @@ app.add_typer(log_app, name="log")
 console = Console()
 err = Console(stderr=True)
 
-PolicyOpt = Annotated[
-    Path | None, typer.Option("--policy", "-p", help="policy YAML file (default: built-in)")
-]
+PolicyOpt = Annotated[Path | None, typer.Option("--policy", "-p", help="policy YAML file (default: built-in)")]
 
 
 def _load(policy: Path | None, upstream: str | None = None) -> Policy:
@@ -162,9 +160,7 @@ def check_policy(
     console.print(table)
     console.print(f"other routes: {'forwarded' if pol.other_routes == 'pass' else 'refused (404)'}")
     console.print(f"upstream: {pol.upstream.url if pol.upstream else '(none: pass --upstream to serve)'}")
-    console.print(
-        f"store: {pol.store}   log: {pol.log}   trusted proxies: {', '.join(pol.trusted_proxies) or 'none'}"
-    )
+    console.print(f"store: {pol.store}   log: {pol.log}   trusted proxies: {', '.join(pol.trusted_proxies) or 'none'}")
     if any(pol.mode_for(r) is Mode.SHADOW for r in pol.routes if r.protect):
         console.print("[yellow]shadow mode: refusals are logged but requests are forwarded[/yellow]")
 

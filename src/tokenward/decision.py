@@ -95,6 +95,8 @@ class Decision:
     challenge: Mapping[str, Any] | None = None
     shadow: bool = False
     proof: Mapping[str, Any] | None = None
+    risk: Mapping[str, Any] | None = None  # score, contributions, rule, threshold (for the log)
+    inflight_key: str | None = None  # a concurrency slot the request holds until it settles
 
     @property
     def forwards(self) -> bool:

@@ -91,9 +91,7 @@ def parse_call(flavour: Flavour, body: bytes) -> LLMCall | str:
     model = data.get("model")
     max_tokens = _int_or_none(data.get("max_tokens"))
     if max_tokens is None:
-        max_tokens = _int_or_none(data.get("max_completion_tokens")) or _int_or_none(
-            data.get("max_output_tokens")
-        )
+        max_tokens = _int_or_none(data.get("max_completion_tokens")) or _int_or_none(data.get("max_output_tokens"))
     return LLMCall(
         flavour=flavour,
         model=model if isinstance(model, str) else None,

@@ -1,41 +1,75 @@
 """The pipeline (DESIGN.md §2): every protected request is judged on its own evidence.
 
-A request first has to make sense (a parsable API call). Then its proof is checked: a
-challenge this server signed, unexpired, for this route, with work done over exactly
-these body bytes, and used for the first time — consumed atomically in the Store. The
-proof and every other signal family turn into a list of signals; the signals decide the
-action. In shadow mode the decision is logged but the request goes through. The guard
-does no I/O beyond the Store and the decision log.
+A request first has to make sense (a parsable API call). Its proof is checked without
+I/O: a challenge this server signed, unexpired, for this route, with work done over
+exactly these body bytes. Then one store batch consumes the challenge, fetches what the
+store knows about the request's device, account, address and subnet, and counts the
+request against its limits. The evidence becomes signals — proof, device, client,
+browser, network, identity, behaviour — and the signals a risk score. The decision, in
+order: a bad proof asks for a fresh one; a deny rule blocks; a limit throttles; an
+allow rule allows; otherwise the score's threshold decides, a `challenge` threshold
+being satisfied by a proof that was already hard enough. In shadow mode the decision is
+logged and the request goes through. After the response the request settles in one
+more batch. The guard does no I/O beyond the Store and the decision log.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .decision import Action, Decision, Signal
 from .facts import RequestFacts
+from .limits import Keys, LimitSpec, limit_ops, limit_verdict
 from .log import DecisionLog, DecisionRecord
 from .policy import Mode, Policy, RouteSettings
-from .proof import Challenge, KeyRing, ProofFailure, issue_challenge, verify_proof
+from .proof import Challenge, KeyRing, ProofClaims, ProofFailure, issue_challenge, verify_proof
+from .proof.device import DeviceClaim, DeviceKeys, device_id, load_public_key, parse_device_header_unverified
+from .scoring import RiskResult, RuleInput, risk_summary
 from .signals import ProofOutcome, proof_signals
-from .store import Store, StoreUnavailable
+from .signals.behaviour import DeviceCheck, History, behaviour_signals, device_signals
+from .store import (
+    Cadence,
+    Consume,
+    Distinct,
+    Get,
+    Hit,
+    Inflight,
+    Op,
+    Put,
+    Store,
+    StoreUnavailable,
+    WindowResult,
+)
+from .subnets import subnet_of
 
-__all__ = ["Guard", "RequestOutcome", "new_request_id"]
+__all__ = ["DEVICE_ROUTE", "Guard", "RequestOutcome", "new_request_id"]
+
+log = logging.getLogger("tokenward.guard")
+
+DEVICE_ROUTE = "/.tokenward/device"
 
 # Consumed challenges are remembered a little past their expiry, so clocks that differ
 # slightly between gateway instances cannot reopen a window for replay.
 _CONSUME_GRACE = 5.0
+_INFLIGHT_TTL = 600.0
+_INF = float("inf")
 
-# Refusal sentences: true and useful for a person, silent about which check fired
-# beyond what the pinned wire code already says.
-_PROOF_MESSAGES = {
+# Refusal sentences: true and useful for a person, silent about which signal fired
+# (the operator sees every signal in the decision log).
+_MESSAGES = {
     "proof_required": "This endpoint needs a fresh proof for every request; solve the "
     "attached challenge and send it in the Tokenward-Proof header.",
     "proof_replayed": "This proof was already used; every request needs a fresh one.",
+    "challenge": "A harder proof is needed for this request; solve the attached challenge.",
+    "throttled": "Too many requests from this client right now; retry after the indicated time.",
+    "blocked": "This request was refused.",
+    "store_unavailable": "The gateway cannot verify requests right now; try again shortly.",
 }
 
 
@@ -54,6 +88,22 @@ class RequestOutcome:
         self.error: str | None = None
 
 
+@dataclass(slots=True)
+class _Plan:
+    """The store batch of one request, and where each answer lands."""
+
+    ops: list[Op] = field(default_factory=list)
+    consume: int | None = None
+    device_key: int | None = None
+    limits: list[tuple[LimitSpec, Hit]] = field(default_factory=list)
+    limits_at: int = 0
+    history: dict[str, int] = field(default_factory=dict)
+
+    def add(self, op: Op) -> int:
+        self.ops.append(op)
+        return len(self.ops) - 1
+
+
 class Guard:
     def __init__(
         self,
@@ -69,86 +119,355 @@ class Guard:
         self.keys = keys
         self.log = log
         self.clock = clock
+        self.devices = DeviceKeys()
+        self._settling: set[asyncio.Future[None]] = set()
+
+    def reload(self, policy: Policy) -> None:
+        """Swap in a new policy; requests in flight finish under the one they started with."""
+        self.policy = policy
 
     # -- the pipeline ------------------------------------------------------------------
     async def check(self, facts: RequestFacts) -> Decision:
+        policy = self.policy
         route = facts.route
         if route is None or not route.protect:
             return Decision(Action.ALLOW, "route/unprotected")
-        decision = await self._judge(facts, route)
-        if self.policy.mode_for(route) is Mode.SHADOW and not decision.forwards:
+        decision = await self._judge(policy, facts, route)
+        if policy.mode_for(route) is Mode.SHADOW and not decision.forwards:
             decision = replace(decision, shadow=True)
         return decision
 
-    async def _judge(self, facts: RequestFacts, route: RouteSettings) -> Decision:
+    async def _judge(self, policy: Policy, facts: RequestFacts, route: RouteSettings) -> Decision:
         if facts.problem is not None:
-            return Decision(
-                Action.BLOCK, "request/bad", ("request/bad",), code="bad_request",
-                message=facts.problem,
-            )  # fmt: skip
+            return Decision(Action.BLOCK, "request/bad", ("request/bad",), code="bad_request", message=facts.problem)
+        proof = self._verify(policy, facts, route)
+        claim = self._device_claim(facts)
+        keys = self._keys(facts, route, claim)
+        plan = self._plan(policy, facts, route, proof, claim, keys)
         try:
-            outcome = await self._prove(facts, route)
+            results = await self.store.execute(plan.ops) if plan.ops else []
         except StoreUnavailable as exc:
-            return Decision(
-                Action.THROTTLE, "store/unavailable", ("store/unavailable",),
-                code="store_unavailable",
-                message="The gateway cannot verify requests right now; try again shortly.",
-                retry_after=1, proof={"error": str(exc)},
-            )  # fmt: skip
-        signals = proof_signals(outcome, facts.received_at)
-        return self._decide(facts, route, outcome, signals)
+            return self._unavailable(exc)
+        outcome = ProofOutcome(
+            claims=proof if isinstance(proof, ProofClaims) else None,
+            failure=proof if isinstance(proof, ProofFailure) else None,
+            first_use=plan.consume is not None and bool(results[plan.consume]),
+        )
+        device = self._check_device(facts, claim, plan, results)
+        history = self._history(plan, results)
+        browser_route = route.clients == "browser"
+        signals = [
+            *proof_signals(outcome, facts.received_at),
+            *device_signals(device, browser_route=browser_route),
+            *behaviour_signals(history, policy.behaviour),
+        ]
+        engine = policy.engine_for(route)
+        risk = engine.assess(
+            signals,
+            RuleInput(
+                ip=facts.client_ip,
+                headers=facts.headers,
+                account=keys.account,
+                device=device.device,
+                route=route.path,
+                signals=frozenset(s.name for s in signals),
+            ),
+        )
+        over = limit_verdict(plan.limits, results[plan.limits_at : plan.limits_at + len(plan.limits)])
+        return self._decide(policy, route, outcome, signals, risk, over, keys)
 
-    async def _prove(self, facts: RequestFacts, route: RouteSettings) -> ProofOutcome:
+    def _verify(self, policy: Policy, facts: RequestFacts, route: RouteSettings) -> ProofClaims | ProofFailure | None:
         header = facts.header("tokenward-proof")
         if header is None:
-            return ProofOutcome()
+            return None
         signals = facts.header("tokenward-signals")
-        result = verify_proof(
+        return verify_proof(
             self.keys,
             header,
             route=route.path,
             body=facts.body,
             signals_header=signals.encode() if signals is not None else None,
             now=facts.received_at,
-            min_difficulty=self.policy.difficulty_for(route),
         )
-        if isinstance(result, ProofFailure):
-            return ProofOutcome(failure=result)
-        ttl = result.expires_at - facts.received_at + _CONSUME_GRACE
-        first = await self.store.consume_once("used:" + result.challenge_id.hex(), ttl)
-        return ProofOutcome(claims=result, first_use=first)
+
+    @staticmethod
+    def _device_claim(facts: RequestFacts) -> DeviceClaim | str | None:
+        value = facts.header("tokenward-device")
+        return None if value is None else parse_device_header_unverified(value)
+
+    @staticmethod
+    def _keys(facts: RequestFacts, route: RouteSettings, claim: DeviceClaim | str | None) -> Keys:
+        # The claimed device keys this request's counters before its signature is checked:
+        # the batch is planned before the store answers. A forged claim is a strong signal
+        # and its counts are never read as the device's own (see _history).
+        return Keys(
+            ip=facts.client_ip,
+            subnet=subnet_of(facts.client_ip),
+            route=route.path,
+            device=claim.device if isinstance(claim, DeviceClaim) else None,
+            account=None,
+        )
+
+    def _plan(
+        self,
+        policy: Policy,
+        facts: RequestFacts,
+        route: RouteSettings,
+        proof: ProofClaims | ProofFailure | None,
+        claim: DeviceClaim | str | None,
+        keys: Keys,
+    ) -> _Plan:
+        plan = _Plan()
+        if not isinstance(proof, ProofClaims):
+            return plan  # no verified work: read nothing, count nothing
+        if isinstance(claim, DeviceClaim) and self.devices.cached(claim.device) is None:
+            plan.device_key = plan.add(Get(f"devkey:{claim.device}"))
+        ttl = proof.expires_at - facts.received_at + _CONSUME_GRACE
+        plan.consume = plan.add(Consume("used:" + proof.challenge_id.hex(), ttl))
+        plan.limits = limit_ops(policy.limits, keys)
+        plan.limits_at = len(plan.ops)
+        plan.ops.extend(hit for _, hit in plan.limits)
+        b = policy.behaviour
+        who = keys.device or "ip:" + keys.ip
+        h = plan.history
+        h["inflight"] = plan.add(Inflight(f"inflight:{who}", 1, _INFLIGHT_TTL))
+        h["cadence"] = plan.add(Cadence(f"cadence:{who}"))
+        h["redeemed"] = plan.add(Hit(f"redeemed:{keys.subnet}", _INF, 600))
+        h["issued"] = plan.add(Hit(f"issued:{keys.subnet}", _INF, 600, 0.0))
+        if keys.device is not None:
+            h["ips_per_device"] = plan.add(Distinct(f"dev-ips:{keys.device}", keys.ip, b.window))
+            h["devices_per_subnet"] = plan.add(
+                Distinct(f"subnet-devs:{keys.subnet}", keys.device, b.window, cap=b.max_devices_per_subnet * 4)
+            )
+        return plan
+
+    def _check_device(
+        self, facts: RequestFacts, claim: DeviceClaim | str | None, plan: _Plan, results: list[Any]
+    ) -> DeviceCheck:
+        if claim is None:
+            return DeviceCheck("missing")
+        if isinstance(claim, str):
+            return DeviceCheck("malformed", claimed=None)
+        key = self.devices.cached(claim.device)
+        if key is None and plan.device_key is not None:
+            stored = results[plan.device_key]
+            if stored is not None:
+                key = self.devices.remember(claim.device, stored)
+        if key is None:
+            return DeviceCheck("unknown", claimed=claim.device)
+        proof_header = facts.header("tokenward-proof") or ""
+        if not DeviceKeys.verify(key, claim, proof_header, facts.body):
+            return DeviceCheck("bad-signature", claimed=claim.device)
+        return DeviceCheck("ok", device=claim.device, claimed=claim.device)
+
+    @staticmethod
+    def _history(plan: _Plan, results: list[Any]) -> History:
+        h = plan.history
+
+        def get(name: str) -> Any:
+            return results[h[name]] if name in h else None
+
+        redeemed, issued = get("redeemed"), get("issued")
+        return History(
+            ips_per_device=get("ips_per_device"),
+            devices_per_subnet=get("devices_per_subnet"),
+            inflight=get("inflight"),
+            cadence=get("cadence"),
+            challenges_issued=issued.count if isinstance(issued, WindowResult) else None,
+            proofs_redeemed=redeemed.count if isinstance(redeemed, WindowResult) else None,
+        )
 
     def _decide(
         self,
-        facts: RequestFacts,
+        policy: Policy,
         route: RouteSettings,
         outcome: ProofOutcome,
         signals: list[Signal],
+        risk: RiskResult,
+        over: Any,
+        keys: Keys,
     ) -> Decision:
-        reasons = tuple(s.name for s in signals)
+        reasons = tuple(s.name for s in signals if s.score or s.name.startswith("proof/"))
+        reasons += tuple(name for name, _ in risk.contributions if name.startswith("rule/"))
+        base = policy.difficulty_for(route)
         proof = dict(signals[0].evidence) if outcome.claims is not None else None
-        if outcome.claims is not None and outcome.first_use:
-            return Decision(Action.ALLOW, "proof/ok", reasons, tuple(signals), proof=proof)
-        if outcome.failure is not None:
-            code, message = outcome.failure.code, outcome.failure.message
-        elif outcome.claims is None:
-            code, message = "proof_required", _PROOF_MESSAGES["proof_required"]
-        else:
-            code, message = "proof_replayed", _PROOF_MESSAGES["proof_replayed"]
+        common: dict[str, Any] = {"signals": tuple(signals), "proof": proof, "risk": risk_summary(risk)}
+        required = base + self._extra_bits(risk)
+        if outcome.claims is None or not outcome.first_use:
+            if outcome.failure is not None:
+                code, message = outcome.failure.code, outcome.failure.message
+            elif outcome.claims is None:
+                code, message = "proof_required", _MESSAGES["proof_required"]
+            else:
+                code, message = "proof_replayed", _MESSAGES["proof_replayed"]
+            return Decision(
+                Action.CHALLENGE, signals[0].name, reasons, code=code, message=message,
+                challenge=self.challenge_for(route, difficulty=required).to_wire(), **common,
+            )  # fmt: skip
+        inflight = f"inflight:{keys.device or 'ip:' + keys.ip}"
+        if risk.rule is not None and risk.rule.action == "deny":
+            return self._refuse(Action.BLOCK, f"rule/{risk.rule.name}", reasons, "blocked", common, inflight)
+        if over is not None:
+            retry = max(1, int(over.result.retry_after + 0.999))
+            return self._refuse(
+                Action.THROTTLE, f"limit/{over.spec.name}", (*reasons, f"limit/{over.spec.name}"),
+                "throttled", common, inflight, retry_after=retry,
+            )  # fmt: skip
+        if risk.rule is not None and risk.rule.action == "allow":
+            return Decision(Action.ALLOW, f"rule/{risk.rule.name}", reasons, inflight_key=inflight, **common)
+        t = risk.threshold
+        if t is not None and t.action == "block":
+            return self._refuse(Action.BLOCK, f"risk/{t.score:g}", reasons, "blocked", common, inflight)
+        if t is not None and t.action == "throttle":
+            return self._refuse(
+                Action.THROTTLE, f"risk/{t.score:g}", reasons, "throttled", common, inflight,
+                retry_after=t.retry_after,
+            )  # fmt: skip
+        if outcome.claims.difficulty < required:
+            return Decision(
+                Action.CHALLENGE, "proof/challenge" if outcome.claims.difficulty < base else "risk/challenge",
+                reasons, code="challenge", message=_MESSAGES["challenge"],
+                challenge=self.challenge_for(route, difficulty=required).to_wire(), inflight_key=inflight,
+                **common,
+            )  # fmt: skip
+        if t is not None and t.action == "degrade":
+            return Decision(Action.DEGRADE, f"risk/{t.score:g}", reasons, inflight_key=inflight, **common)
+        return Decision(Action.ALLOW, "proof/ok", reasons, inflight_key=inflight, **common)
+
+    @staticmethod
+    def _extra_bits(risk: RiskResult) -> int:
+        if risk.rule is not None and risk.rule.action == "challenge":
+            return risk.rule.extra_bits
+        t = risk.threshold
+        return t.extra_bits if t is not None and t.action == "challenge" else 0
+
+    @staticmethod
+    def _refuse(
+        action: Action, name: str, reasons: tuple[str, ...], code: str, common: dict[str, Any],
+        inflight: str, retry_after: int | None = None,
+    ) -> Decision:  # fmt: skip
         return Decision(
-            Action.CHALLENGE, reasons[0], reasons, tuple(signals), code=code, message=message,
-            challenge=self.challenge_for(route).to_wire(), proof=proof,
+            action, name, reasons, code=code, message=_MESSAGES[code], retry_after=retry_after,
+            inflight_key=inflight, **common,
         )  # fmt: skip
 
+    @staticmethod
+    def _unavailable(exc: Exception) -> Decision:
+        return Decision(
+            Action.THROTTLE, "store/unavailable", ("store/unavailable",), code="store_unavailable",
+            message=_MESSAGES["store_unavailable"], retry_after=1, proof={"error": str(exc)},
+        )  # fmt: skip
+
+    # -- after the response ------------------------------------------------------------
+    async def finish(
+        self, facts: RequestFacts, decision: Decision, outcome: RequestOutcome,
+        decision_ms: float, total_ms: float,
+    ) -> None:  # fmt: skip
+        """Log the decision, then settle the request in one batch (release its
+        concurrency slot). Logging comes first and settling is shielded: a cancelled
+        request (client gone) still leaves both done."""
+        self.record(facts, decision, outcome, decision_ms, total_ms)
+        ops: list[Op] = []
+        if decision.inflight_key is not None:
+            ops.append(Inflight(decision.inflight_key, -1, _INFLIGHT_TTL))
+        if ops:
+            task = asyncio.ensure_future(self._settle(ops))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+            await asyncio.shield(task)
+
+    async def _settle(self, ops: list[Op]) -> None:
+        try:
+            await self.store.execute(ops)
+        except StoreUnavailable as exc:
+            log.warning("could not settle a request: %s", exc)
+
     # -- challenges --------------------------------------------------------------------
-    def challenge_for(self, route: RouteSettings, now: float | None = None) -> Challenge:
-        return issue_challenge(
-            self.keys,
-            route.path,
-            self.policy.difficulty_for(route),
-            self.policy.ttl_for(route),
-            self.clock() if now is None else now,
+    def challenge_for(
+        self, route: RouteSettings | str, now: float | None = None, difficulty: int | None = None
+    ) -> Challenge:
+        policy = self.policy
+        if isinstance(route, str):  # the device registration pseudo-route
+            path, ttl = route, policy.proof.ttl
+            bits = policy.registration_difficulty() if difficulty is None else difficulty
+        else:
+            path, ttl = route.path, policy.ttl_for(route)
+            bits = policy.difficulty_for(route) if difficulty is None else difficulty
+        return issue_challenge(self.keys, path, min(bits, 40), ttl, self.clock() if now is None else now)
+
+    async def adaptive_challenge(self, facts: RequestFacts, route: RouteSettings | str) -> Challenge:
+        """A challenge whose difficulty reflects what is already known about the asker."""
+        policy = self.policy
+        if isinstance(route, str):
+            return self.challenge_for(route)
+        keys = Keys(ip=facts.client_ip, subnet=subnet_of(facts.client_ip), route=route.path)
+        ops: list[Op] = [
+            Hit(f"issued:{keys.subnet}", _INF, 600),
+            Hit(f"redeemed:{keys.subnet}", _INF, 600, 0.0),
+        ]
+        limits = limit_ops(policy.limits, keys, cost=0.0)
+        ops.extend(hit for _, hit in limits)
+        try:
+            results = await self.store.execute(ops)
+        except StoreUnavailable:
+            return self.challenge_for(route)  # the request itself will meet the store's policy
+        history = History(challenges_issued=results[0].count, proofs_redeemed=results[1].count)
+        signals = behaviour_signals(history, policy.behaviour)
+        signals += [
+            Signal(f"limit/{spec.name}", 2.0, {"count": round(r.count, 1)})
+            for (spec, _), r in zip(limits, results[2:], strict=True)
+            if r.count >= spec.limit * 0.8
+        ]
+        risk = policy.engine_for(route).assess(
+            signals,
+            RuleInput(facts.client_ip, facts.headers, None, None, route.path, frozenset(s.name for s in signals)),
         )
+        return self.challenge_for(route, difficulty=policy.difficulty_for(route) + self._extra_bits(risk))
+
+    # -- devices -----------------------------------------------------------------------
+    async def register_device(self, facts: RequestFacts, public_key: bytes) -> tuple[int, dict[str, Any]]:
+        """``POST /.tokenward/device``: a proved registration of a device's public key."""
+        policy = self.policy
+        if not policy.devices.enabled:
+            return 404, {"code": "not_found", "message": "Device registration is not enabled here."}
+        key = load_public_key(public_key)
+        if isinstance(key, str):
+            return 400, {"code": "bad_request", "message": key.capitalize() + "."}
+        header = facts.header("tokenward-proof")
+        if header is None:
+            return 401, {
+                "code": "proof_required",
+                "message": _MESSAGES["proof_required"],
+                "challenge": self.challenge_for(DEVICE_ROUTE).to_wire(),
+            }
+        proof = verify_proof(
+            self.keys, header, route=DEVICE_ROUTE, body=facts.body, signals_header=None,
+            now=facts.received_at, min_difficulty=policy.registration_difficulty(),
+        )  # fmt: skip
+        if isinstance(proof, ProofFailure):
+            return 401, {
+                "code": proof.code,
+                "message": proof.message,
+                "challenge": self.challenge_for(DEVICE_ROUTE).to_wire(),
+            }
+        did = device_id(public_key)
+        subnet = subnet_of(facts.client_ip)
+        ttl = proof.expires_at - facts.received_at + _CONSUME_GRACE
+        first, _, registrations = await self.store.execute(
+            [
+                Consume("used:" + proof.challenge_id.hex(), ttl),
+                Put(f"devkey:{did}", public_key, policy.devices.ttl),
+                Hit(f"registrations:{subnet}", _INF, policy.behaviour.window),
+            ]
+        )
+        if not first:
+            return 401, {
+                "code": "proof_replayed",
+                "message": _MESSAGES["proof_replayed"],
+                "challenge": self.challenge_for(DEVICE_ROUTE).to_wire(),
+            }
+        self.devices.remember(did, public_key)
+        return 200, {"device": did, "registrations_from_subnet": round(registrations.count)}
 
     # -- the log -----------------------------------------------------------------------
     def record(
@@ -177,6 +496,7 @@ class Guard:
                 total_ms=round(total_ms, 3),
                 upstream_status=outcome.upstream_status,
                 error=outcome.error,
+                risk=dict(decision.risk) if decision.risk is not None else None,
             )
         )
 
@@ -185,6 +505,8 @@ class Guard:
             await self.log.start()
 
     async def close(self) -> None:
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
         try:
             if self.log is not None:
                 await self.log.close()

@@ -28,7 +28,10 @@ from pydantic import (
 )
 
 from .decision import Flavour
+from .limits import LimitSpec
 from .proof.challenge import MAX_DIFFICULTY
+from .scoring import DEFAULT_THRESHOLDS, RiskEngine, Rule, Threshold
+from .signals.behaviour import BehaviourSettings
 
 __all__ = [
     "STANDARD_ROUTES",
@@ -81,14 +84,23 @@ class ProofSettings(_Strict):
     )
 
 
+class DeviceSettings(_Strict):
+    enabled: bool = Field(True, description="accept device registrations and device signatures")
+    registration_difficulty: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_DIFFICULTY,
+        description="proof bits to register a device (default: proof.difficulty + 4)",
+    )
+    ttl: float = Field(30 * 86_400, gt=0, description="seconds a registered device key is kept after registration")
+
+
 class UpstreamSettings(_Strict):
     url: str
     headers: dict[str, SecretStr] = Field(
         default_factory=dict, description="added to every upstream request (credentials)"
     )
-    forward_client_auth: bool = Field(
-        False, description="pass the client's Authorization / x-api-key headers upstream"
-    )
+    forward_client_auth: bool = Field(False, description="pass the client's Authorization / x-api-key headers upstream")
     connect_timeout: float = Field(10.0, gt=0)
     read_timeout: float = Field(300.0, gt=0, description="max silence between upstream bytes")
     max_connections: int = Field(256, ge=1)
@@ -110,9 +122,7 @@ class UpstreamSettings(_Strict):
             if isinstance(value, str):
                 missing = [m for m in _ENV_REF.findall(value) if m not in os.environ]
                 if missing:
-                    raise ValueError(
-                        f"header {name!r} refers to unset environment variable(s): " + ", ".join(missing)
-                    )
+                    raise ValueError(f"header {name!r} refers to unset environment variable(s): " + ", ".join(missing))
                 value = _ENV_REF.sub(lambda m: os.environ[m.group(1)], value)
             out[name] = value
         return out
@@ -127,6 +137,12 @@ class RouteSettings(_Strict):
     ttl: float | None = Field(None, gt=0, le=3600)
     mode: Mode | None = None
     max_body_bytes: int | None = Field(None, ge=0)
+    clients: Literal["browser", "server", "any"] = Field(
+        "any",
+        description="who is meant to call it: browser routes weigh SDK fingerprints and missing browser evidence",
+    )
+    weights: dict[str, float] = Field(default_factory=dict, description="overrides of the top-level weights")
+    thresholds: tuple[Threshold, ...] | None = Field(None, description="replaces the top-level thresholds")
 
     @field_validator("path")
     @classmethod
@@ -166,12 +182,26 @@ class Policy(_Strict):
     routes: tuple[RouteSettings, ...] = Field(
         default_factory=lambda: tuple(RouteSettings(**r) for r in STANDARD_ROUTES)
     )
-    other_routes: Literal["pass", "refuse"] = Field(
-        "refuse", description="what happens to paths no route names"
+    other_routes: Literal["pass", "refuse"] = Field("refuse", description="what happens to paths no route names")
+    weights: dict[str, float] = Field(
+        default_factory=dict, description="signal name (or family/*) -> weight, replacing its default"
     )
+    thresholds: tuple[Threshold, ...] = Field(DEFAULT_THRESHOLDS, description="risk -> action, highest first")
+    rules: tuple[Rule, ...] = Field((), description="ordered allow/deny/challenge/weigh rules")
+    limits: tuple[LimitSpec, ...] = Field(
+        (
+            LimitSpec(name="per-device", key="device", limit=120, window=60),
+            LimitSpec(name="per-subnet", key="subnet", limit=1200, window=60),
+        ),
+        description="rate limits by device, account, ip, subnet, route or global",
+    )
+    behaviour: BehaviourSettings = Field(default_factory=BehaviourSettings)
+    devices: DeviceSettings = Field(default_factory=DeviceSettings)
 
     _exact: dict[str, RouteSettings] = PrivateAttr(default_factory=dict)
     _prefixes: list[RouteSettings] = PrivateAttr(default_factory=list)
+    _engines: dict[str, RiskEngine] = PrivateAttr(default_factory=dict)
+    _default_engine: RiskEngine = PrivateAttr()
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -196,10 +226,40 @@ class Policy(_Strict):
             seen.add(r.path)
         return routes
 
+    @field_validator("rules", "limits")
+    @classmethod
+    def _unique_names(cls, items: tuple[Any, ...]) -> tuple[Any, ...]:
+        names = [i.name for i in items]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"names must be unique: {', '.join(dupes)}")
+        return items
+
     def model_post_init(self, context: Any, /) -> None:
-        # Route lookups happen on every request: index the routes once.
+        # Route lookups and risk engines are used on every request: build them once.
         self._exact = {r.path: r for r in self.routes if not r.path.endswith("/*")}
         self._prefixes = sorted((r for r in self.routes if r.path.endswith("/*")), key=lambda r: -len(r.path))
+        self._engines = {
+            r.path: RiskEngine(
+                {**self.weights, **r.weights},
+                r.thresholds if r.thresholds is not None else self.thresholds,
+                [rule for rule in self.rules if not rule.route or r.path in rule.route],
+            )
+            for r in self.routes
+            if r.protect
+        }
+        self._default_engine = RiskEngine(self.weights, self.thresholds, self.rules)
+
+    def engine_for(self, route: RouteSettings | None) -> RiskEngine:
+        if route is not None:
+            engine = self._engines.get(route.path)
+            if engine is not None:
+                return engine
+        return self._default_engine
+
+    def registration_difficulty(self) -> int:
+        d = self.devices.registration_difficulty
+        return min(MAX_DIFFICULTY, self.proof.difficulty + 4) if d is None else d
 
     # -- evaluation helpers (pure) -----------------------------------------------
     def route_for(self, path: str) -> RouteSettings | None:

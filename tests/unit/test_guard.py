@@ -14,13 +14,7 @@ from tokenward.guard import Guard, RequestOutcome
 from tokenward.log import DecisionRecord
 from tokenward.policy import Policy, parse_policy
 from tokenward.proof import KeyRing, issue_challenge, solve
-from tokenward.store import (
-    Budget,
-    MemoryStore,
-    ReserveResult,
-    StoreUnavailable,
-    WindowResult,
-)
+from tokenward.store import MemoryStore, Op, StoreMethods, StoreUnavailable
 
 NOW = 1_700_000_000.0
 CHAT = "/v1/chat/completions"
@@ -54,24 +48,13 @@ class ListLog:
         self.closed = True
 
 
-class DownStore:
+class DownStore(StoreMethods):
     """A store whose backend is unreachable (test double for an outage)."""
 
     def __init__(self) -> None:
         self.closed = False
 
-    async def consume_once(self, key: str, ttl: float) -> bool:
-        raise StoreUnavailable("connection refused")
-
-    async def hit(self, key: str, *, limit: float, window: float, cost: float = 1.0) -> WindowResult:
-        raise StoreUnavailable("connection refused")
-
-    async def reserve(
-        self, budgets: Sequence[Budget], amount: float, reservation: str, ttl: float
-    ) -> ReserveResult:
-        raise StoreUnavailable("connection refused")
-
-    async def commit(self, reservation: str, actual: float) -> None:
+    async def execute(self, ops: Sequence[Op]) -> list[Any]:
         raise StoreUnavailable("connection refused")
 
     async def ping(self) -> bool:

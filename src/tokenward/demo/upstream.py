@@ -365,9 +365,7 @@ class DemoStats:
         }
 
     def record_request(self, request: Request, body: object) -> None:
-        headers = {
-            name: "***" if name in _SECRET_HEADERS else value for name, value in request.headers.items()
-        }
+        headers = {name: "***" if name in _SECRET_HEADERS else value for name, value in request.headers.items()}
         self.last_request = {
             "method": request.method,
             "path": request.url.path,
@@ -590,9 +588,7 @@ def _response_message(item_id: str, text: str, status: str) -> dict[str, Any]:
     }
 
 
-def _response_object(
-    resp_id: str, call: LLMCall, reply: Reply | None, item_id: str, created: int
-) -> dict[str, Any]:
+def _response_object(resp_id: str, call: LLMCall, reply: Reply | None, item_id: str, created: int) -> dict[str, Any]:
     """A Responses API ``response``; ``reply=None`` gives the in-progress snapshot."""
     status = "in_progress" if reply is None else "incomplete" if reply.truncated else "completed"
     usage = None
@@ -879,10 +875,7 @@ async def embeddings(request: Request) -> Response:
 
 
 async def models(request: Request) -> Response:
-    data = [
-        {"id": name, "object": "model", "created": 1_700_000_000, "owned_by": "tokenward-demo"}
-        for name in MODELS
-    ]
+    data = [{"id": name, "object": "model", "created": 1_700_000_000, "owned_by": "tokenward-demo"} for name in MODELS]
     return _json({"object": "list", "data": data})
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from importlib import resources
 
 import orjson
 
 from ..decision import Flavour
-from ..guard import Guard
+from ..facts import TrustedProxies
+from ..guard import DEVICE_ROUTE, Guard, new_request_id
 from ..store import StoreUnavailable
 from .common import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, send_error, send_json
+from .gate import build_facts
 
 __all__ = ["PREFIX", "Endpoints"]
 
@@ -22,8 +26,9 @@ def _load_sdk() -> bytes:
 
 
 class Endpoints:
-    def __init__(self, guard: Guard):
+    def __init__(self, guard: Guard, trusted: TrustedProxies):
         self.guard = guard
+        self.trusted = trusted
         self._sdk: bytes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -34,6 +39,11 @@ class Endpoints:
                 await _method_not_allowed(send, "POST")
                 return
             await self.challenge(scope, receive, send)
+        elif name == "device":
+            if method != "POST":
+                await _method_not_allowed(send, "POST")
+                return
+            await self.device(scope, receive, send)
         elif name == "health":
             await self.health(send)
         elif name == "sdk.js":
@@ -46,9 +56,7 @@ class Endpoints:
         try:
             body = await read_body(scope, receive, _CHALLENGE_BODY_CAP)
         except BodyTooLarge:
-            await send_error(
-                send, Flavour.CUSTOM, "payload_too_large", "Challenge requests are small JSON objects."
-            )
+            await send_error(send, Flavour.CUSTOM, "payload_too_large", "Challenge requests are small JSON objects.")
             return
         except ClientGone:
             return
@@ -63,15 +71,46 @@ class Endpoints:
                 'Send a JSON object naming the route to protect, e.g. {"route": "/v1/chat/completions"}.',
             )  # fmt: skip
             return
-        route = self.guard.policy.route_for(route_path)
-        if route is None or not route.protect:
+        route = DEVICE_ROUTE if route_path == DEVICE_ROUTE else self.guard.policy.route_for(route_path)
+        if route is None or (not isinstance(route, str) and not route.protect):
             await send_error(
                 send, Flavour.CUSTOM, "bad_request",
                 f"{route_path[:200]!r} is not a route this gateway protects.",
             )  # fmt: skip
             return
-        challenge = self.guard.challenge_for(route)
+        facts = build_facts(scope, body, None, self.trusted, new_request_id(), self.guard.clock())
+        challenge = await self.guard.adaptive_challenge(facts, route)
         await send_json(send, 200, orjson.dumps(challenge.to_wire()))
+
+    async def device(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Register a device key (docs/protocol.md §4.2): one proved request per key."""
+        try:
+            body = await read_body(scope, receive, _CHALLENGE_BODY_CAP)
+        except BodyTooLarge:
+            await send_error(send, Flavour.CUSTOM, "payload_too_large", "Device registrations are small.")
+            return
+        except ClientGone:
+            return
+        try:
+            data = orjson.loads(body)
+            text = data["public_key"]
+            public_key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (orjson.JSONDecodeError, KeyError, TypeError, binascii.Error, ValueError):
+            await send_error(
+                send, Flavour.CUSTOM, "bad_request",
+                'Send {"public_key": "<base64url SubjectPublicKeyInfo DER>"} with a Tokenward-Proof.',
+            )  # fmt: skip
+            return
+        facts = build_facts(scope, body, None, self.trusted, new_request_id(), self.guard.clock())
+        try:
+            status, answer = await self.guard.register_device(facts, public_key)
+        except StoreUnavailable:
+            await send_error(send, Flavour.CUSTOM, "store_unavailable", "Try again shortly.")
+            return
+        if status == 200:
+            await send_json(send, 200, orjson.dumps(answer))
+        else:
+            await send_json(send, status, orjson.dumps({"error": {"type": "tokenward", **answer}}))
 
     async def health(self, send: Send) -> None:
         try:

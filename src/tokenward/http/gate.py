@@ -124,7 +124,7 @@ class Gate:
             if decision is None:
                 decision = Decision(Action.BLOCK, "gateway/error")
             elapsed = time.perf_counter()
-            guard.record(
+            await guard.finish(
                 facts, decision, outcome,
                 decision_ms=(decided - started) * 1000, total_ms=(elapsed - started) * 1000,
             )  # fmt: skip

@@ -27,7 +27,7 @@ class Gateway:
         self.policy: Policy = guard.policy
         self.upstream = upstream
         self.gate = Gate(guard)
-        self.endpoints = Endpoints(guard)
+        self.endpoints = Endpoints(guard, self.gate.trusted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -28,6 +28,7 @@ class DecisionRecord:
     total_ms: float = 0.0
     upstream_status: int | None = None
     error: str | None = None
+    risk: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     decision_ms REAL NOT NULL,
     total_ms REAL NOT NULL,
     upstream_status INTEGER,
-    error TEXT
+    error TEXT,
+    risk TEXT
 );
 CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts);
 CREATE INDEX IF NOT EXISTS decisions_request_id ON decisions (request_id);
@@ -53,9 +54,9 @@ CREATE INDEX IF NOT EXISTS decisions_request_id ON decisions (request_id);
 COLUMNS = (
     "ts", "request_id", "method", "path", "route", "client_ip", "action", "name", "code",
     "shadow_action", "reasons", "signals", "proof", "status", "decision_ms", "total_ms",
-    "upstream_status", "error",
+    "upstream_status", "error", "risk",
 )  # fmt: skip
-_JSON_COLUMNS = {"reasons", "signals", "proof"}
+_JSON_COLUMNS = {"reasons", "signals", "proof", "risk"}
 _INSERT = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _STOP = object()
 
@@ -67,6 +68,7 @@ def _row(rec: DecisionRecord) -> tuple[Any, ...]:
         orjson.dumps(rec.signals, default=str).decode(),
         None if rec.proof is None else orjson.dumps(rec.proof, default=str).decode(),
         rec.status, rec.decision_ms, rec.total_ms, rec.upstream_status, rec.error,
+        None if rec.risk is None else orjson.dumps(rec.risk, default=str).decode(),
     )  # fmt: skip
 
 
@@ -128,6 +130,11 @@ class SQLiteLog:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(_SCHEMA)
+        # Logs written by an older version lack newer columns: add them (all nullable).
+        present = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
+        for column in COLUMNS:
+            if column not in present:
+                conn.execute(f"ALTER TABLE decisions ADD COLUMN {column} TEXT")
         return conn
 
     def _run(self) -> None:
@@ -204,9 +211,7 @@ def read_recent(path: str | Path, limit: int = 20) -> Iterator[dict[str, Any]]:
     conn = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True)
     try:
         conn.row_factory = sqlite3.Row
-        rows = conn.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM decisions ORDER BY id DESC LIMIT ?", (limit,)
-        ).fetchall()
+        rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM decisions ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
     finally:
         conn.close()
     for row in rows:

@@ -108,9 +108,7 @@ def issue_challenge(keys: KeyRing, route: str, difficulty: int, ttl: float, now:
 
 
 def proof_hash(challenge: str, body_sha: bytes, signals_sha: bytes, nonce: int) -> bytes:
-    return hashlib.sha256(
-        challenge.encode() + b"\x00" + body_sha + signals_sha + nonce.to_bytes(8, "big")
-    ).digest()
+    return hashlib.sha256(challenge.encode() + b"\x00" + body_sha + signals_sha + nonce.to_bytes(8, "big")).digest()
 
 
 def leading_zero_bits(digest: bytes) -> int:
@@ -172,8 +170,7 @@ def verify_proof(
     if leading_zero_bits(proof_hash(token, body_sha, signals_sha, nonce)) < difficulty:
         return ProofFailure(
             "body_mismatch",
-            "The proof does not match this request's body and signals; solve again for the "
-            "exact bytes you send.",
+            "The proof does not match this request's body and signals; solve again for the exact bytes you send.",
         )
     if difficulty < min_difficulty:
         return ProofFailure("challenge", "A harder proof is needed for this request.")

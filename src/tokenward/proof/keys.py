@@ -86,11 +86,7 @@ class KeyRing:
     def from_strings(cls, keys: Iterable[str], where: str = "keys") -> KeyRing:
         numbered = [(i, t.strip()) for i, t in enumerate(keys)]
         return cls(
-            [
-                Key.from_secret(_decode_key(t, f"{where}[{i}]"))
-                for i, t in numbered
-                if t and not t.startswith("#")
-            ]
+            [Key.from_secret(_decode_key(t, f"{where}[{i}]")) for i, t in numbered if t and not t.startswith("#")]
         )
 
     @classmethod

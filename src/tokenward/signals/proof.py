@@ -22,11 +22,7 @@ class ProofOutcome:
 
 def proof_signals(outcome: ProofOutcome, now: float) -> list[Signal]:
     if outcome.failure is not None:
-        return [
-            Signal(
-                f"proof/{outcome.failure.code.removeprefix('proof_')}", 0.0, {"code": outcome.failure.code}
-            )
-        ]
+        return [Signal(f"proof/{outcome.failure.code.removeprefix('proof_')}", 0.0, {"code": outcome.failure.code})]
     claims = outcome.claims
     if claims is None:
         return [Signal("proof/missing", 0.0, {})]

@@ -68,7 +68,5 @@ def open_store(uri: str) -> Store:
             if not value.isdigit() or int(value) < 1:
                 raise ValueError(f"memory store option {name} must be a positive integer, got {value!r}")
             options[name] = int(value)
-        return MemoryStore(
-            max_used=options.get("max_used", 500_000), max_keys=options.get("max_keys", 200_000)
-        )
+        return MemoryStore(max_used=options.get("max_used", 500_000), max_keys=options.get("max_keys", 200_000))
     raise ValueError(f"unknown store URI scheme {parts.scheme!r} in {uri!r}; supported: memory://")

@@ -71,9 +71,7 @@ class StoreMethods:
         result: WindowResult = (await self.execute([Hit(key, limit, window, cost)]))[0]
         return result
 
-    async def reserve(
-        self, budgets: Sequence[Budget], amount: float, reservation: str, ttl: float
-    ) -> ReserveResult:
+    async def reserve(self, budgets: Sequence[Budget], amount: float, reservation: str, ttl: float) -> ReserveResult:
         result: ReserveResult = (await self.execute([Reserve(tuple(budgets), amount, reservation, ttl)]))[0]
         return result
 
