@@ -96,7 +96,7 @@ class Decision:
     shadow: bool = False
     proof: Mapping[str, Any] | None = None
     risk: Mapping[str, Any] | None = None  # score, contributions, rule, threshold (for the log)
-    inflight_key: str | None = None  # a concurrency slot the request holds until it settles
+    settle: tuple[Any, ...] = ()  # store operations to run once the response is over
 
     @property
     def forwards(self) -> bool:

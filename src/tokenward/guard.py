@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .decision import Action, Decision, Signal
-from .facts import RequestFacts
+from .facts import RequestFacts, TrustedProxies
 from .limits import Keys, LimitSpec, limit_ops, limit_verdict
 from .log import DecisionLog, DecisionRecord
 from .policy import Mode, Policy, RouteSettings
@@ -97,11 +97,24 @@ class _Plan:
     device_key: int | None = None
     limits: list[tuple[LimitSpec, Hit]] = field(default_factory=list)
     limits_at: int = 0
+    counted: list[Hit] = field(default_factory=list)  # limit hits that were added
+    inflight: str | None = None  # the concurrency counter this request holds
     history: dict[str, int] = field(default_factory=dict)
 
     def add(self, op: Op) -> int:
         self.ops.append(op)
         return len(self.ops) - 1
+
+    def settle(self, *, forwarded: bool) -> tuple[Op, ...]:
+        """What to run after the response: release the concurrency slot and, for a
+        request that was not forwarded, give back what it counted against the limits
+        (limits count admitted requests)."""
+        ops: list[Op] = []
+        if self.inflight is not None:
+            ops.append(Inflight(self.inflight, -1, _INFLIGHT_TTL))
+        if not forwarded:
+            ops.extend(Hit(h.key, _INF, h.window, -h.cost) for h in self.counted)
+        return tuple(ops)
 
 
 class Guard:
@@ -115,6 +128,7 @@ class Guard:
         clock: Callable[[], float] = time.time,
     ):
         self.policy = policy
+        self.trusted = TrustedProxies(policy.trusted_proxies)
         self.store = store
         self.keys = keys
         self.log = log
@@ -123,7 +137,9 @@ class Guard:
         self._settling: set[asyncio.Future[None]] = set()
 
     def reload(self, policy: Policy) -> None:
-        """Swap in a new policy; requests in flight finish under the one they started with."""
+        """Swap in a new policy; requests in flight finish under the one they started with.
+        The store, the log and the upstream are fixed at start (a restart changes them)."""
+        self.trusted = TrustedProxies(policy.trusted_proxies)
         self.policy = policy
 
     # -- the pipeline ------------------------------------------------------------------
@@ -132,14 +148,17 @@ class Guard:
         route = facts.route
         if route is None or not route.protect:
             return Decision(Action.ALLOW, "route/unprotected")
-        decision = await self._judge(policy, facts, route)
+        decision, plan = await self._judge(policy, facts, route)
         if policy.mode_for(route) is Mode.SHADOW and not decision.forwards:
             decision = replace(decision, shadow=True)
+        if plan is not None and (plan.inflight is not None or plan.counted):
+            decision = replace(decision, settle=plan.settle(forwarded=decision.forwards))
         return decision
 
-    async def _judge(self, policy: Policy, facts: RequestFacts, route: RouteSettings) -> Decision:
+    async def _judge(self, policy: Policy, facts: RequestFacts, route: RouteSettings) -> tuple[Decision, _Plan | None]:
         if facts.problem is not None:
-            return Decision(Action.BLOCK, "request/bad", ("request/bad",), code="bad_request", message=facts.problem)
+            bad = Decision(Action.BLOCK, "request/bad", ("request/bad",), code="bad_request", message=facts.problem)
+            return bad, None
         proof = self._verify(policy, facts, route)
         claim = self._device_claim(facts)
         keys = self._keys(facts, route, claim)
@@ -147,7 +166,7 @@ class Guard:
         try:
             results = await self.store.execute(plan.ops) if plan.ops else []
         except StoreUnavailable as exc:
-            return self._unavailable(exc)
+            return self._unavailable(exc), None
         outcome = ProofOutcome(
             claims=proof if isinstance(proof, ProofClaims) else None,
             failure=proof if isinstance(proof, ProofFailure) else None,
@@ -173,8 +192,10 @@ class Guard:
                 signals=frozenset(s.name for s in signals),
             ),
         )
-        over = limit_verdict(plan.limits, results[plan.limits_at : plan.limits_at + len(plan.limits)])
-        return self._decide(policy, route, outcome, signals, risk, over, keys)
+        limit_results = results[plan.limits_at : plan.limits_at + len(plan.limits)]
+        plan.counted = [hit for (_, hit), r in zip(plan.limits, limit_results, strict=True) if r.allowed]
+        over = limit_verdict(plan.limits, limit_results)
+        return self._decide(policy, route, outcome, signals, risk, over), plan
 
     def _verify(self, policy: Policy, facts: RequestFacts, route: RouteSettings) -> ProofClaims | ProofFailure | None:
         header = facts.header("tokenward-proof")
@@ -230,7 +251,8 @@ class Guard:
         b = policy.behaviour
         who = keys.device or "ip:" + keys.ip
         h = plan.history
-        h["inflight"] = plan.add(Inflight(f"inflight:{who}", 1, _INFLIGHT_TTL))
+        plan.inflight = f"inflight:{who}"
+        h["inflight"] = plan.add(Inflight(plan.inflight, 1, _INFLIGHT_TTL))
         h["cadence"] = plan.add(Cadence(f"cadence:{who}"))
         h["redeemed"] = plan.add(Hit(f"redeemed:{keys.subnet}", _INF, 600))
         h["issued"] = plan.add(Hit(f"issued:{keys.subnet}", _INF, 600, 0.0))
@@ -285,7 +307,6 @@ class Guard:
         signals: list[Signal],
         risk: RiskResult,
         over: Any,
-        keys: Keys,
     ) -> Decision:
         reasons = tuple(s.name for s in signals if s.score or s.name.startswith("proof/"))
         reasons += tuple(name for name, _ in risk.contributions if name.startswith("rule/"))
@@ -304,35 +325,34 @@ class Guard:
                 Action.CHALLENGE, signals[0].name, reasons, code=code, message=message,
                 challenge=self.challenge_for(route, difficulty=required).to_wire(), **common,
             )  # fmt: skip
-        inflight = f"inflight:{keys.device or 'ip:' + keys.ip}"
         if risk.rule is not None and risk.rule.action == "deny":
-            return self._refuse(Action.BLOCK, f"rule/{risk.rule.name}", reasons, "blocked", common, inflight)
+            return self._refuse(Action.BLOCK, f"rule/{risk.rule.name}", reasons, "blocked", common)
         if over is not None:
             retry = max(1, int(over.result.retry_after + 0.999))
             return self._refuse(
                 Action.THROTTLE, f"limit/{over.spec.name}", (*reasons, f"limit/{over.spec.name}"),
-                "throttled", common, inflight, retry_after=retry,
+                "throttled", common, retry_after=retry,
             )  # fmt: skip
         if risk.rule is not None and risk.rule.action == "allow":
-            return Decision(Action.ALLOW, f"rule/{risk.rule.name}", reasons, inflight_key=inflight, **common)
+            return Decision(Action.ALLOW, f"rule/{risk.rule.name}", reasons, **common)
         t = risk.threshold
         if t is not None and t.action == "block":
-            return self._refuse(Action.BLOCK, f"risk/{t.score:g}", reasons, "blocked", common, inflight)
+            return self._refuse(Action.BLOCK, f"risk/{t.score:g}", reasons, "blocked", common)
         if t is not None and t.action == "throttle":
             return self._refuse(
-                Action.THROTTLE, f"risk/{t.score:g}", reasons, "throttled", common, inflight,
+                Action.THROTTLE, f"risk/{t.score:g}", reasons, "throttled", common,
                 retry_after=t.retry_after,
             )  # fmt: skip
         if outcome.claims.difficulty < required:
             return Decision(
                 Action.CHALLENGE, "proof/challenge" if outcome.claims.difficulty < base else "risk/challenge",
                 reasons, code="challenge", message=_MESSAGES["challenge"],
-                challenge=self.challenge_for(route, difficulty=required).to_wire(), inflight_key=inflight,
+                challenge=self.challenge_for(route, difficulty=required).to_wire(),
                 **common,
             )  # fmt: skip
         if t is not None and t.action == "degrade":
-            return Decision(Action.DEGRADE, f"risk/{t.score:g}", reasons, inflight_key=inflight, **common)
-        return Decision(Action.ALLOW, "proof/ok", reasons, inflight_key=inflight, **common)
+            return Decision(Action.DEGRADE, f"risk/{t.score:g}", reasons, **common)
+        return Decision(Action.ALLOW, "proof/ok", reasons, **common)
 
     @staticmethod
     def _extra_bits(risk: RiskResult) -> int:
@@ -344,11 +364,11 @@ class Guard:
     @staticmethod
     def _refuse(
         action: Action, name: str, reasons: tuple[str, ...], code: str, common: dict[str, Any],
-        inflight: str, retry_after: int | None = None,
+        retry_after: int | None = None,
     ) -> Decision:  # fmt: skip
         return Decision(
             action, name, reasons, code=code, message=_MESSAGES[code], retry_after=retry_after,
-            inflight_key=inflight, **common,
+            **common,
         )  # fmt: skip
 
     @staticmethod
@@ -367,9 +387,7 @@ class Guard:
         concurrency slot). Logging comes first and settling is shielded: a cancelled
         request (client gone) still leaves both done."""
         self.record(facts, decision, outcome, decision_ms, total_ms)
-        ops: list[Op] = []
-        if decision.inflight_key is not None:
-            ops.append(Inflight(decision.inflight_key, -1, _INFLIGHT_TTL))
+        ops = list(decision.settle)
         if ops:
             task = asyncio.ensure_future(self._settle(ops))
             self._settling.add(task)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 
@@ -13,6 +14,7 @@ from ..log import open_log
 from ..policy import Policy, load_policy
 from ..proof import KeyRing
 from ..store import open_store
+from ..watch import PolicyWatcher
 from .proxy import Gateway
 from .upstream import Upstream
 
@@ -42,6 +44,7 @@ def create_gateway(
     *,
     keys: KeyRing | None = None,
     clock: Callable[[], float] | None = None,
+    watch: Callable[[Guard], PolicyWatcher] | None = None,
 ) -> Gateway:
     if policy.upstream is None:
         raise ValueError("the policy names no upstream (set upstream.url or pass --upstream)")
@@ -53,11 +56,17 @@ def create_gateway(
         log=open_log(policy.log),
         **kwargs,
     )
-    return Gateway(guard, Upstream(policy.upstream))
+    return Gateway(guard, Upstream(policy.upstream), watcher=watch(guard) if watch else None)
 
 
 def gateway_from_env() -> Gateway:
     """Factory for the ASGI server's worker: ``{"policy": path, "upstream": url}``."""
     settings = orjson.loads(os.environ.get(SERVE_ENV, "{}"))
-    policy = load_policy(settings.get("policy"), upstream=settings.get("upstream"))
-    return create_gateway(policy)
+    path, upstream = settings.get("policy"), settings.get("upstream")
+    policy = load_policy(path, upstream=upstream)
+    if path is None:
+        return create_gateway(policy)
+    return create_gateway(
+        policy,
+        watch=lambda guard: PolicyWatcher(Path(path), lambda p: load_policy(p, upstream=upstream), guard.reload),
+    )

@@ -9,7 +9,6 @@ from importlib import resources
 import orjson
 
 from ..decision import Flavour
-from ..facts import TrustedProxies
 from ..guard import DEVICE_ROUTE, Guard, new_request_id
 from ..store import StoreUnavailable
 from .common import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, send_error, send_json
@@ -26,9 +25,8 @@ def _load_sdk() -> bytes:
 
 
 class Endpoints:
-    def __init__(self, guard: Guard, trusted: TrustedProxies):
+    def __init__(self, guard: Guard):
         self.guard = guard
-        self.trusted = trusted
         self._sdk: bytes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -78,7 +76,7 @@ class Endpoints:
                 f"{route_path[:200]!r} is not a route this gateway protects.",
             )  # fmt: skip
             return
-        facts = build_facts(scope, body, None, self.trusted, new_request_id(), self.guard.clock())
+        facts = build_facts(scope, body, None, self.guard.trusted, new_request_id(), self.guard.clock())
         challenge = await self.guard.adaptive_challenge(facts, route)
         await send_json(send, 200, orjson.dumps(challenge.to_wire()))
 
@@ -101,7 +99,7 @@ class Endpoints:
                 'Send {"public_key": "<base64url SubjectPublicKeyInfo DER>"} with a Tokenward-Proof.',
             )  # fmt: skip
             return
-        facts = build_facts(scope, body, None, self.trusted, new_request_id(), self.guard.clock())
+        facts = build_facts(scope, body, None, self.guard.trusted, new_request_id(), self.guard.clock())
         try:
             status, answer = await self.guard.register_device(facts, public_key)
         except StoreUnavailable:

@@ -85,7 +85,6 @@ def build_facts(
 class Gate:
     def __init__(self, guard: Guard):
         self.guard = guard
-        self.trusted = TrustedProxies(guard.policy.trusted_proxies)
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, route: RouteSettings, forward: Forward
@@ -107,7 +106,7 @@ class Gate:
             outcome.error = "client disconnected before sending the body"
         else:
             decision = None
-        facts = build_facts(scope, body, route, self.trusted, request_id, now)
+        facts = build_facts(scope, body, route, guard.trusted, request_id, now)
         try:
             if decision is None:
                 decision = await guard.check(facts)

@@ -40,7 +40,7 @@ class TokenwardMiddleware:
             guard = Guard(pol, store=open_store(pol.store), keys=load_keys(pol), log=open_log(pol.log))
         self.guard = guard
         self.gate = Gate(guard)
-        self.endpoints = Endpoints(guard, self.gate.trusted)
+        self.endpoints = Endpoints(guard)
         self._started = False
 
     async def _start(self) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..decision import Flavour
 from ..guard import Guard, RequestOutcome
-from ..policy import Policy
+from ..watch import PolicyWatcher
 from .common import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, send_error
 from .endpoints import PREFIX, Endpoints
 from .gate import Gate, build_facts
@@ -22,12 +22,12 @@ class Gateway:
     """Routes each request: our endpoints, protected routes through the gate, the rest
     forwarded or refused as the policy's ``other_routes`` says."""
 
-    def __init__(self, guard: Guard, upstream: Upstream):
+    def __init__(self, guard: Guard, upstream: Upstream, watcher: PolicyWatcher | None = None):
         self.guard = guard
-        self.policy: Policy = guard.policy
         self.upstream = upstream
+        self.watcher = watcher
         self.gate = Gate(guard)
-        self.endpoints = Endpoints(guard, self.gate.trusted)
+        self.endpoints = Endpoints(guard)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -43,9 +43,9 @@ class Gateway:
         if path.startswith(PREFIX):
             await self.endpoints(scope, receive, send)
             return
-        route = self.policy.route_for(path)
+        route = self.guard.policy.route_for(path)
         if route is None:
-            if self.policy.other_routes == "pass":
+            if self.guard.policy.other_routes == "pass":
                 await self.pass_through(scope, receive, send)
             else:
                 await send_error(send, Flavour.CUSTOM, "not_found", "This gateway serves no such route.")
@@ -64,13 +64,13 @@ class Gateway:
     async def pass_through(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Unprotected traffic: forwarded with the same hygiene, not logged."""
         try:
-            body = await read_body(scope, receive, self.policy.max_body_bytes)
+            body = await read_body(scope, receive, self.guard.policy.max_body_bytes)
         except BodyTooLarge:
             await send_error(send, Flavour.CUSTOM, "payload_too_large", "The request body is too large.")
             return
         except ClientGone:
             return
-        facts = build_facts(scope, body, None, self.gate.trusted, "-", 0.0)
+        facts = build_facts(scope, body, None, self.guard.trusted, "-", 0.0)
         await self.upstream.forward(scope, receive, send, facts, [], RequestOutcome())
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
@@ -84,9 +84,13 @@ class Gateway:
                     log.exception("tokenward failed to start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                if self.watcher is not None:
+                    self.watcher.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 try:
+                    if self.watcher is not None:
+                        await self.watcher.stop()
                     await self.upstream.close()
                     await self.guard.close()
                 finally:
