@@ -25,7 +25,7 @@ from typing import Any
 
 from .decision import Action, Decision, Signal
 from .facts import RequestFacts, TrustedProxies
-from .limits import Keys, LimitSpec, limit_ops, limit_verdict
+from .limits import Keys, LimitSpec, LimitVerdict, limit_ops, limit_verdict
 from .log import DecisionLog, DecisionRecord
 from .policy import Mode, Policy, RouteSettings
 from .proof import Challenge, KeyRing, ProofClaims, ProofFailure, issue_challenge, verify_proof
@@ -40,6 +40,7 @@ from .store import (
     Get,
     Hit,
     Inflight,
+    MemoryStore,
     Op,
     Put,
     Store,
@@ -99,6 +100,7 @@ class _Plan:
     limits_at: int = 0
     counted: list[Hit] = field(default_factory=list)  # limit hits that were added
     inflight: str | None = None  # the concurrency counter this request holds
+    emergency: int | None = None  # index of the emergency limit's hit (fail-open fallback)
     history: dict[str, int] = field(default_factory=dict)
 
     def add(self, op: Op) -> int:
@@ -134,6 +136,8 @@ class Guard:
         self.log = log
         self.clock = clock
         self.devices = DeviceKeys()
+        # Where fail-open routes are judged while the store is unavailable.
+        self.fallback = MemoryStore(max_used=100_000, max_keys=50_000, clock=clock)
         self._settling: set[asyncio.Future[None]] = set()
 
     def reload(self, policy: Policy) -> None:
@@ -163,10 +167,17 @@ class Guard:
         claim = self._device_claim(facts)
         keys = self._keys(facts, route, claim)
         plan = self._plan(policy, facts, route, proof, claim, keys)
+        fallback = False
         try:
             results = await self.store.execute(plan.ops) if plan.ops else []
         except StoreUnavailable as exc:
-            return self._unavailable(exc), None
+            if policy.store_failure_for(route) == "fail_closed":
+                return self._unavailable(exc), None
+            # fail_open: judge on this instance's own memory, under an emergency limit.
+            fallback = True
+            e = policy.emergency
+            plan.emergency = plan.add(Hit("emergency", e.limit, e.window))
+            results = await self.fallback.execute(plan.ops)
         outcome = ProofOutcome(
             claims=proof if isinstance(proof, ProofClaims) else None,
             failure=proof if isinstance(proof, ProofFailure) else None,
@@ -176,6 +187,7 @@ class Guard:
         history = self._history(plan, results)
         browser_route = route.clients == "browser"
         signals = [
+            *([Signal("store/fallback", 0.0, {"store": "local memory"})] if fallback else []),
             *proof_signals(outcome, facts.received_at),
             *device_signals(device, browser_route=browser_route),
             *behaviour_signals(history, policy.behaviour),
@@ -195,6 +207,10 @@ class Guard:
         limit_results = results[plan.limits_at : plan.limits_at + len(plan.limits)]
         plan.counted = [hit for (_, hit), r in zip(plan.limits, limit_results, strict=True) if r.allowed]
         over = limit_verdict(plan.limits, limit_results)
+        if plan.emergency is not None and not results[plan.emergency].allowed:
+            e = policy.emergency
+            spec = LimitSpec(name="emergency", key="global", limit=e.limit, window=e.window)
+            over = LimitVerdict(spec, results[plan.emergency])
         return self._decide(policy, route, outcome, signals, risk, over), plan
 
     def _verify(self, policy: Policy, facts: RequestFacts, route: RouteSettings) -> ProofClaims | ProofFailure | None:
@@ -398,7 +414,9 @@ class Guard:
         try:
             await self.store.execute(ops)
         except StoreUnavailable as exc:
-            log.warning("could not settle a request: %s", exc)
+            # The request may have been judged on the fail-open fallback: settle there.
+            await self.fallback.execute(ops)
+            log.warning("settled a request locally, the store is unavailable: %s", exc)
 
     # -- challenges --------------------------------------------------------------------
     def challenge_for(

@@ -95,6 +95,11 @@ class DeviceSettings(_Strict):
     ttl: float = Field(30 * 86_400, gt=0, description="seconds a registered device key is kept after registration")
 
 
+class EmergencyLimit(_Strict):
+    limit: float = Field(60, gt=0, description="requests per window, per gateway instance")
+    window: float = Field(60, gt=0)
+
+
 class UpstreamSettings(_Strict):
     url: str
     headers: dict[str, SecretStr] = Field(
@@ -143,6 +148,9 @@ class RouteSettings(_Strict):
     )
     weights: dict[str, float] = Field(default_factory=dict, description="overrides of the top-level weights")
     thresholds: tuple[Threshold, ...] | None = Field(None, description="replaces the top-level thresholds")
+    store_failure: Literal["fail_closed", "fail_open"] | None = Field(
+        None, description="when the store cannot answer (default: the top-level setting)"
+    )
 
     @field_validator("path")
     @classmethod
@@ -196,6 +204,11 @@ class Policy(_Strict):
         description="rate limits by device, account, ip, subnet, route or global",
     )
     behaviour: BehaviourSettings = Field(default_factory=BehaviourSettings)
+    store_failure: Literal["fail_closed", "fail_open"] = Field(
+        "fail_closed",
+        description="fail_closed: 503 store_unavailable; fail_open: judge on local memory under `emergency`",
+    )
+    emergency: EmergencyLimit = Field(default_factory=EmergencyLimit)
     devices: DeviceSettings = Field(default_factory=DeviceSettings)
 
     _exact: dict[str, RouteSettings] = PrivateAttr(default_factory=dict)
@@ -256,6 +269,9 @@ class Policy(_Strict):
             if engine is not None:
                 return engine
         return self._default_engine
+
+    def store_failure_for(self, route: RouteSettings) -> str:
+        return self.store_failure if route.store_failure is None else route.store_failure
 
     def registration_difficulty(self) -> int:
         d = self.devices.registration_difficulty
