@@ -70,6 +70,8 @@ CODE_STATUS: dict[str, int] = {
     "not_found": 404,
     "method_not_allowed": 405,
     "store_unavailable": 503,
+    "spend_limit": 503,
+    "upstream_timeout": 504,
     "upstream_unavailable": 502,
 }
 
@@ -97,6 +99,11 @@ class Decision:
     proof: Mapping[str, Any] | None = None
     risk: Mapping[str, Any] | None = None  # score, contributions, rule, threshold (for the log)
     settle: tuple[Any, ...] = ()  # store operations to run once the response is over
+    reservation: str | None = None  # the budget hold to commit at the exact cost
+    reserved_usd: float = 0.0
+    model: str | None = None  # the model the call is priced as
+    degrade: Mapping[str, Any] | None = None  # {"max_tokens": int | None, "model": str | None}
+    call: Any = None  # money.call.CallPlan: what to send upstream and how to read its usage
 
     @property
     def forwards(self) -> bool:

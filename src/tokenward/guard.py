@@ -23,18 +23,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .alerts import Alerter
 from .decision import Action, Decision, Signal
-from .facts import RequestFacts, TrustedProxies
-from .limits import Keys, LimitSpec, LimitVerdict, limit_ops, limit_verdict
+from .facts import LLMCall, RequestFacts, TrustedProxies
+from .limits import Keys, LimitSpec, LimitVerdict, budgets_for, limit_ops, limit_verdict
 from .log import DecisionLog, DecisionRecord
+from .money import TokenEstimator, bytes_estimate
+from .money.call import CallPlan, plan_call
+from .money.tokens import endpoint_of, max_output
+from .money.usage import Usage
 from .policy import Mode, Policy, RouteSettings
 from .proof import Challenge, KeyRing, ProofClaims, ProofFailure, issue_challenge, verify_proof
 from .proof.device import DeviceClaim, DeviceKeys, device_id, load_public_key, parse_device_header_unverified
 from .scoring import RiskResult, RuleInput, risk_summary
 from .signals import ProofOutcome, proof_signals
 from .signals.behaviour import DeviceCheck, History, behaviour_signals, device_signals
+from .spike import RouteMode, SpendBreaker, SpikeDetector, StateChange
 from .store import (
     Cadence,
+    Commit,
     Consume,
     Distinct,
     Get,
@@ -43,6 +50,9 @@ from .store import (
     MemoryStore,
     Op,
     Put,
+    Rate,
+    Reserve,
+    ReserveResult,
     Store,
     StoreUnavailable,
     WindowResult,
@@ -71,6 +81,8 @@ _MESSAGES = {
     "throttled": "Too many requests from this client right now; retry after the indicated time.",
     "blocked": "This request was refused.",
     "store_unavailable": "The gateway cannot verify requests right now; try again shortly.",
+    "budget_exhausted": "The spending budget for this client is used up for now; retry after the indicated time.",
+    "spend_limit": "This service is over its spending limit right now; retry after the indicated time.",
 }
 
 
@@ -81,12 +93,14 @@ def new_request_id() -> str:
 class RequestOutcome:
     """What happened after the decision, filled in by the HTTP layer for the log."""
 
-    __slots__ = ("error", "status", "upstream_status")
+    __slots__ = ("error", "model", "status", "upstream_status", "usage")
 
     def __init__(self) -> None:
         self.status = 0
         self.upstream_status: int | None = None
         self.error: str | None = None
+        self.usage: Usage | None = None  # what the upstream call consumed, when it was made
+        self.model: str | None = None  # the model the call was sent to (after a degrade)
 
 
 @dataclass(slots=True)
@@ -101,6 +115,12 @@ class _Plan:
     counted: list[Hit] = field(default_factory=list)  # limit hits that were added
     inflight: str | None = None  # the concurrency counter this request holds
     emergency: int | None = None  # index of the emergency limit's hit (fail-open fallback)
+    rate: int | None = None  # index of the route's request-rate op (spike detection)
+    reserve: int | None = None  # index of the budget reservation
+    reserved: float = 0.0  # dollars held
+    reservation: str | None = None
+    model: str | None = None  # the model the call is priced as
+    tokens_in: int | None = None  # estimated input tokens (when a reservation needed them)
     history: dict[str, int] = field(default_factory=dict)
 
     def add(self, op: Op) -> int:
@@ -116,6 +136,8 @@ class _Plan:
             ops.append(Inflight(self.inflight, -1, _INFLIGHT_TTL))
         if not forwarded:
             ops.extend(Hit(h.key, _INF, h.window, -h.cost) for h in self.counted)
+            if self.reservation is not None:
+                ops.append(Commit(self.reservation, 0.0))  # nothing was spent
         return tuple(ops)
 
 
@@ -139,11 +161,19 @@ class Guard:
         # Where fail-open routes are judged while the store is unavailable.
         self.fallback = MemoryStore(max_used=100_000, max_keys=50_000, clock=clock)
         self._settling: set[asyncio.Future[None]] = set()
+        self.estimator = TokenEstimator(backend=policy.money.estimator)
+        self.spike = SpikeDetector(policy.spike)
+        self.breaker = SpendBreaker(policy.breaker)
+        self.alerter = Alerter(policy.alerts)
 
     def reload(self, policy: Policy) -> None:
         """Swap in a new policy; requests in flight finish under the one they started with.
         The store, the log and the upstream are fixed at start (a restart changes them)."""
         self.trusted = TrustedProxies(policy.trusted_proxies)
+        if policy.spike != self.policy.spike:
+            self.spike = SpikeDetector(policy.spike)
+        if policy.breaker != self.policy.breaker:
+            self.breaker = SpendBreaker(policy.breaker)
         self.policy = policy
 
     # -- the pipeline ------------------------------------------------------------------
@@ -155,14 +185,34 @@ class Guard:
         decision, plan = await self._judge(policy, facts, route)
         if policy.mode_for(route) is Mode.SHADOW and not decision.forwards:
             decision = replace(decision, shadow=True)
-        if plan is not None and (plan.inflight is not None or plan.counted):
+        if plan is not None and (plan.inflight is not None or plan.counted or plan.reservation):
             decision = replace(decision, settle=plan.settle(forwarded=decision.forwards))
+        if decision.forwards and facts.call is not None:
+            decision = replace(decision, call=self._call_plan(facts.call, route, decision, plan))
         return decision
+
+    def _call_plan(self, call: LLMCall, route: RouteSettings, decision: Decision, plan: _Plan | None) -> CallPlan:
+        model = plan.model if plan is not None and plan.model else (call.model or route.model)
+        loaded = plan is not None and plan.tokens_in is not None
+        return plan_call(
+            route.api.value,
+            route.path,
+            call.body,
+            model=model,
+            degrade=decision.degrade,
+            input_estimate=plan.tokens_in if plan is not None else None,
+            count=self.estimator.counter(model) if loaded else bytes_estimate,
+        )
 
     async def _judge(self, policy: Policy, facts: RequestFacts, route: RouteSettings) -> tuple[Decision, _Plan | None]:
         if facts.problem is not None:
             bad = Decision(Action.BLOCK, "request/bad", ("request/bad",), code="bad_request", message=facts.problem)
             return bad, None
+        now = facts.received_at
+        breaker = self.breaker.check(now)
+        self._notify(breaker.events)
+        if breaker.open:
+            return self._spend_limit(breaker.retry_after), None
         proof = self._verify(policy, facts, route)
         claim = self._device_claim(facts)
         keys = self._keys(facts, route, claim)
@@ -211,7 +261,25 @@ class Guard:
             e = policy.emergency
             spec = LimitSpec(name="emergency", key="global", limit=e.limit, window=e.window)
             over = LimitVerdict(spec, results[plan.emergency])
-        return self._decide(policy, route, outcome, signals, risk, over), plan
+        under_attack = False
+        if plan.rate is not None:
+            verdict = self.spike.observe(route.path, now, requests=results[plan.rate])
+            self._notify(verdict.events)
+            under_attack = verdict.under_attack
+        budget: ReserveResult | None = None
+        if plan.reserve is not None:
+            budget = results[plan.reserve]
+            tripped = self.breaker.record(now, budget)
+            self._notify(tripped)
+            if tripped or self.breaker.is_open(now):
+                plan.reservation = None  # nothing was held
+                return self._spend_limit(self.breaker.check(now).retry_after), plan
+            if not budget.ok:
+                plan.reservation = None
+        decision = self._decide(policy, route, outcome, signals, risk, over, budget, under_attack)
+        if plan.reservation is not None and decision.forwards:
+            decision = replace(decision, reservation=plan.reservation, reserved_usd=plan.reserved, model=plan.model)
+        return decision, plan
 
     def _verify(self, policy: Policy, facts: RequestFacts, route: RouteSettings) -> ProofClaims | ProofFailure | None:
         header = facts.header("tokenward-proof")
@@ -264,6 +332,9 @@ class Guard:
         plan.limits = limit_ops(policy.limits, keys)
         plan.limits_at = len(plan.ops)
         plan.ops.extend(hit for _, hit in plan.limits)
+        if policy.spike.enabled:
+            plan.rate = plan.add(self.spike.settings.requests_op(route.path))
+        self._plan_budget(plan, policy, facts, route, keys)
         b = policy.behaviour
         who = keys.device or "ip:" + keys.ip
         h = plan.history
@@ -278,6 +349,40 @@ class Guard:
                 Distinct(f"subnet-devs:{keys.subnet}", keys.device, b.window, cap=b.max_devices_per_subnet * 4)
             )
         return plan
+
+    def _plan_budget(self, plan: _Plan, policy: Policy, facts: RequestFacts, route: RouteSettings, keys: Keys) -> None:
+        """Reserve the call's worst case against every budget that applies (and the
+        breaker's ceiling), in the same batch; settled at the exact cost afterwards."""
+        call = facts.call
+        plan.model = (call.model if call is not None else None) or route.model
+        tighten = (
+            policy.spike.new_client_budget_factor if self.spike.mode(route.path) is RouteMode.UNDER_ATTACK else 1.0
+        )
+        budgets = budgets_for(policy.budgets, keys, tighten=tighten)
+        ceiling = self.breaker.budget()
+        if ceiling is not None:
+            budgets.insert(0, ceiling)
+        if not budgets:
+            return
+        body = call.body if call is not None else {}
+        plan.tokens_in = self.estimator.estimate_input(body, plan.model)
+        plan.reserved = self.worst_case(policy, route, body, plan.model, plan.tokens_in)
+        plan.reservation = facts.request_id
+        plan.reserve = plan.add(Reserve(tuple(budgets), plan.reserved, facts.request_id, policy.money.hold))
+
+    def worst_case(
+        self, policy: Policy, route: RouteSettings, body: Any, model: str | None, tokens_in: int | None = None
+    ) -> float:
+        """Dollars a call can cost at most: its estimated input and its whole output allowance."""
+        endpoint = endpoint_of(route.api.value, route.path)
+        if tokens_in is None:
+            tokens_in = self.estimator.estimate_input(body, model)
+        tokens_out = max_output(body, endpoint, policy.output_cap_for(route))
+        return policy.prices.worst_case(model, tokens_in, tokens_out)
+
+    def _notify(self, events: tuple[StateChange, ...]) -> None:
+        for event in events:
+            self.alerter.notify(event)
 
     def _check_device(
         self, facts: RequestFacts, claim: DeviceClaim | str | None, plan: _Plan, results: list[Any]
@@ -323,13 +428,15 @@ class Guard:
         signals: list[Signal],
         risk: RiskResult,
         over: Any,
+        budget: ReserveResult | None = None,
+        under_attack: bool = False,
     ) -> Decision:
         reasons = tuple(s.name for s in signals if s.score or s.name.startswith("proof/"))
         reasons += tuple(name for name, _ in risk.contributions if name.startswith("rule/"))
         base = policy.difficulty_for(route)
         proof = dict(signals[0].evidence) if outcome.claims is not None else None
         common: dict[str, Any] = {"signals": tuple(signals), "proof": proof, "risk": risk_summary(risk)}
-        required = base + self._extra_bits(risk)
+        required = base + self._extra_bits(risk) + (policy.spike.difficulty_bonus if under_attack else 0)
         if outcome.claims is None or not outcome.first_use:
             if outcome.failure is not None:
                 code, message = outcome.failure.code, outcome.failure.message
@@ -349,6 +456,12 @@ class Guard:
                 Action.THROTTLE, f"limit/{over.spec.name}", (*reasons, f"limit/{over.spec.name}"),
                 "throttled", common, retry_after=retry,
             )  # fmt: skip
+        if budget is not None and not budget.ok:
+            name = budget.exhausted.key.split(":")[1] if budget.exhausted is not None else "budget"
+            return self._refuse(
+                Action.THROTTLE, f"budget/{name}", (*reasons, f"budget/{name}"), "budget_exhausted", common,
+                retry_after=max(1, int(budget.retry_after + 0.999)),
+            )  # fmt: skip
         if risk.rule is not None and risk.rule.action == "allow":
             return Decision(Action.ALLOW, f"rule/{risk.rule.name}", reasons, **common)
         t = risk.threshold
@@ -367,7 +480,9 @@ class Guard:
                 **common,
             )  # fmt: skip
         if t is not None and t.action == "degrade":
-            return Decision(Action.DEGRADE, f"risk/{t.score:g}", reasons, **common)
+            d = route.degrade
+            degrade = {"max_tokens": d.max_tokens if d else 256, "model": d.model if d else None}
+            return Decision(Action.DEGRADE, f"risk/{t.score:g}", reasons, degrade=degrade, **common)
         return Decision(Action.ALLOW, "proof/ok", reasons, **common)
 
     @staticmethod
@@ -388,6 +503,13 @@ class Guard:
         )  # fmt: skip
 
     @staticmethod
+    def _spend_limit(retry_after: float) -> Decision:
+        return Decision(
+            Action.THROTTLE, "breaker/open", ("breaker/open",), code="spend_limit",
+            message=_MESSAGES["spend_limit"], retry_after=max(1, int(retry_after + 0.999)),
+        )  # fmt: skip
+
+    @staticmethod
     def _unavailable(exc: Exception) -> Decision:
         return Decision(
             Action.THROTTLE, "store/unavailable", ("store/unavailable",), code="store_unavailable",
@@ -402,21 +524,37 @@ class Guard:
         """Log the decision, then settle the request in one batch (release its
         concurrency slot). Logging comes first and settling is shielded: a cancelled
         request (client gone) still leaves both done."""
-        self.record(facts, decision, outcome, decision_ms, total_ms)
+        cost = self.cost(decision, outcome)
+        self.record(facts, decision, outcome, decision_ms, total_ms, cost)
         ops = list(decision.settle)
+        if decision.reservation is not None:
+            ops.append(Commit(decision.reservation, cost or 0.0))
+        if cost and facts.route is not None and self.policy.spike.enabled:
+            ops.append(self.policy.spike.spend_op(facts.route.path, cost))
         if ops:
-            task = asyncio.ensure_future(self._settle(ops))
+            route = facts.route.path if facts.route is not None else None
+            task = asyncio.ensure_future(self._settle(ops, route))
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
             await asyncio.shield(task)
 
-    async def _settle(self, ops: list[Op]) -> None:
+    def cost(self, decision: Decision, outcome: RequestOutcome) -> float | None:
+        """Dollars the upstream call cost (exact usage when the upstream reported it)."""
+        if outcome.usage is None:
+            return None
+        model = outcome.model or decision.model
+        return self.policy.prices.cost(model, outcome.usage.input_tokens, outcome.usage.output_tokens)
+
+    async def _settle(self, ops: list[Op], route: str | None = None) -> None:
         try:
-            await self.store.execute(ops)
+            results = await self.store.execute(ops)
         except StoreUnavailable as exc:
             # The request may have been judged on the fail-open fallback: settle there.
-            await self.fallback.execute(ops)
+            results = await self.fallback.execute(ops)
             log.warning("settled a request locally, the store is unavailable: %s", exc)
+        if route is not None and ops and isinstance(ops[-1], Rate):
+            verdict = self.spike.observe(route, self.clock(), spend=results[-1])
+            self._notify(verdict.events)
 
     # -- challenges --------------------------------------------------------------------
     def challenge_for(
@@ -508,7 +646,7 @@ class Guard:
     # -- the log -----------------------------------------------------------------------
     def record(
         self, facts: RequestFacts, decision: Decision, outcome: RequestOutcome,
-        decision_ms: float, total_ms: float,
+        decision_ms: float, total_ms: float, cost: float | None = None,
     ) -> None:  # fmt: skip
         if self.log is None:
             return
@@ -533,16 +671,27 @@ class Guard:
                 upstream_status=outcome.upstream_status,
                 error=outcome.error,
                 risk=dict(decision.risk) if decision.risk is not None else None,
+                model=outcome.model or decision.model,
+                tokens_in=outcome.usage.input_tokens if outcome.usage else None,
+                tokens_out=outcome.usage.output_tokens if outcome.usage else None,
+                usage_exact=outcome.usage.exact if outcome.usage else None,
+                cost_usd=round(cost, 8) if cost is not None else None,
+                reserved_usd=round(decision.reserved_usd, 8) if decision.reservation else None,
             )
         )
 
     async def start(self) -> None:
         if self.log is not None:
             await self.log.start()
+        await self.alerter.start()
+        if self.policy.budgets or self.policy.breaker.ceiling is not None:
+            # Load the vocabularies before the first request needs an estimate.
+            await asyncio.to_thread(self.estimator.warm, None)
 
     async def close(self) -> None:
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
+        await self.alerter.close()
         try:
             if self.log is not None:
                 await self.log.close()

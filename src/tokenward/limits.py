@@ -14,9 +14,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .store import Hit, WindowResult
+from .store import Budget, Hit, WindowResult
 
-__all__ = ["Keys", "LimitSpec", "LimitVerdict", "limit_ops", "limit_verdict"]
+__all__ = ["BudgetSpec", "Keys", "LimitSpec", "LimitVerdict", "budgets_for", "limit_ops", "limit_verdict"]
 
 KeyKind = Literal["device", "account", "ip", "subnet", "route", "global"]
 
@@ -31,6 +31,21 @@ class LimitSpec(BaseModel):
     routes: tuple[str, ...] = Field((), description="route paths it applies to; empty: all protected")
     fallback: Literal["ip", "subnet", "skip"] = Field(
         "ip", description="device/account limits: what to key by when the request has none"
+    )
+
+
+class BudgetSpec(BaseModel):
+    """A spending budget: at most ``usd`` of upstream cost per ``window`` seconds per key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    key: KeyKind
+    usd: float = Field(gt=0, description="dollars per window")
+    window: float = Field(gt=0, le=86_400 * 31, description="seconds (fixed windows: 60, 3600, 86400...)")
+    routes: tuple[str, ...] = Field((), description="route paths it applies to; empty: all protected")
+    fallback: Literal["ip", "subnet", "skip"] = Field(
+        "ip", description="device/account budgets: what to key by when the request has none"
     )
 
 
@@ -73,6 +88,21 @@ def limit_ops(specs: Sequence[LimitSpec], keys: Keys, *, cost: float = 1.0) -> l
         if value is None:
             continue
         out.append((spec, Hit(f"lim:{spec.name}:{value}", spec.limit, spec.window, cost)))
+    return out
+
+
+def budgets_for(specs: Sequence[BudgetSpec], keys: Keys, *, tighten: float = 1.0) -> list[Budget]:
+    """The budgets a request reserves against. ``tighten`` scales device and account
+    budgets (under attack, new identities get less)."""
+    out = []
+    for spec in specs:
+        if spec.routes and keys.route not in spec.routes:
+            continue
+        value = keys.value(spec.key, spec.fallback)
+        if value is None:
+            continue
+        factor = tighten if spec.key in ("device", "account") else 1.0
+        out.append(Budget(f"bud:{spec.name}:{value}", spec.usd * factor, spec.window))
     return out
 
 

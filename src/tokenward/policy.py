@@ -27,11 +27,14 @@ from pydantic import (
     field_validator,
 )
 
+from .alerts import AlertSettings
 from .decision import Flavour
-from .limits import LimitSpec
+from .limits import BudgetSpec, LimitSpec
+from .money.prices import PriceTable
 from .proof.challenge import MAX_DIFFICULTY
 from .scoring import DEFAULT_THRESHOLDS, RiskEngine, Rule, Threshold
 from .signals.behaviour import BehaviourSettings
+from .spike import BreakerSettings, SpikeSettings
 
 __all__ = [
     "STANDARD_ROUTES",
@@ -95,6 +98,19 @@ class DeviceSettings(_Strict):
     ttl: float = Field(30 * 86_400, gt=0, description="seconds a registered device key is kept after registration")
 
 
+class DegradeSettings(_Strict):
+    max_tokens: int | None = Field(None, ge=1, description="cap the output of degraded calls")
+    model: str | None = Field(None, description="send degraded calls to this (cheaper) model")
+
+
+class MoneySettings(_Strict):
+    estimator: Literal["auto", "tiktoken", "bytes"] = Field(
+        "auto", description="input token estimate for reservations: tiktoken (shipped vocabularies) or bytes/2"
+    )
+    max_output_tokens: int = Field(4096, ge=1, description="output allowance reserved when a call names none")
+    hold: float = Field(3600, gt=0, description="seconds a reservation is held if its call never settles")
+
+
 class EmergencyLimit(_Strict):
     limit: float = Field(60, gt=0, description="requests per window, per gateway instance")
     window: float = Field(60, gt=0)
@@ -151,6 +167,9 @@ class RouteSettings(_Strict):
     store_failure: Literal["fail_closed", "fail_open"] | None = Field(
         None, description="when the store cannot answer (default: the top-level setting)"
     )
+    model: str | None = Field(None, description="the model a custom route's calls are priced as")
+    max_output_tokens: int | None = Field(None, ge=1, description="output cap for this route's calls")
+    degrade: DegradeSettings | None = Field(None, description="what a degrade decision does on this route")
 
     @field_validator("path")
     @classmethod
@@ -209,6 +228,12 @@ class Policy(_Strict):
         description="fail_closed: 503 store_unavailable; fail_open: judge on local memory under `emergency`",
     )
     emergency: EmergencyLimit = Field(default_factory=EmergencyLimit)
+    prices: PriceTable = Field(default_factory=PriceTable.examples, description="USD per 1M tokens by model")
+    budgets: tuple[BudgetSpec, ...] = Field((), description="spend budgets reserved before each call")
+    money: MoneySettings = Field(default_factory=MoneySettings)
+    spike: SpikeSettings = Field(default_factory=SpikeSettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     devices: DeviceSettings = Field(default_factory=DeviceSettings)
 
     _exact: dict[str, RouteSettings] = PrivateAttr(default_factory=dict)
@@ -239,7 +264,7 @@ class Policy(_Strict):
             seen.add(r.path)
         return routes
 
-    @field_validator("rules", "limits")
+    @field_validator("rules", "limits", "budgets")
     @classmethod
     def _unique_names(cls, items: tuple[Any, ...]) -> tuple[Any, ...]:
         names = [i.name for i in items]
@@ -269,6 +294,9 @@ class Policy(_Strict):
             if engine is not None:
                 return engine
         return self._default_engine
+
+    def output_cap_for(self, route: RouteSettings) -> int:
+        return self.money.max_output_tokens if route.max_output_tokens is None else route.max_output_tokens
 
     def store_failure_for(self, route: RouteSettings) -> str:
         return self.store_failure if route.store_failure is None else route.store_failure

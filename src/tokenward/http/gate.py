@@ -31,9 +31,9 @@ __all__ = ["Forward", "Gate", "build_facts"]
 
 log = logging.getLogger("tokenward.gate")
 
-# forward(scope, receive, send, facts, response_headers, outcome)
+# forward(scope, receive, send, facts, decision, response_headers, outcome)
 Forward = Callable[
-    [Scope, Receive, Send, RequestFacts, list[tuple[bytes, bytes]], RequestOutcome],
+    [Scope, Receive, Send, RequestFacts, Decision, list[tuple[bytes, bytes]], RequestOutcome],
     Awaitable[None],
 ]
 
@@ -112,7 +112,7 @@ class Gate:
                 decision = await guard.check(facts)
             decided = time.perf_counter()
             if decision.forwards:
-                await forward(scope, receive, send, facts, decision_headers(request_id, decision), outcome)
+                await forward(scope, receive, send, facts, decision, decision_headers(request_id, decision), outcome)
             elif decision.code is not None:
                 outcome.status = await send_refusal(send, route.api, decision, request_id)
         except Exception as exc:

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..decision import Decision
 from ..facts import RequestFacts
 from ..guard import Guard, RequestOutcome
 from ..log import open_log
+from ..money.call import CallPlan
+from ..money.usage import UsageMeter
 from ..policy import Policy, load_policy
 from ..store import open_store
 from .app import load_keys
@@ -68,25 +71,46 @@ class TokenwardMiddleware:
         await self.gate(scope, receive, send, route, self._call_app)
 
     async def _call_app(
-        self, scope: Scope, receive: Receive, send: Send, facts: RequestFacts,
+        self, scope: Scope, receive: Receive, send: Send, facts: RequestFacts, decision: Decision,
         response_headers: list[tuple[bytes, bytes]], outcome: RequestOutcome,
     ) -> None:  # fmt: skip
         replayed = False
+        call: CallPlan | None = decision.call
+        body = call.body if call is not None and call.body is not None else facts.body
+        meter: UsageMeter | None = None
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": facts.body, "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        async def send_with_headers(message: Message) -> None:
+        async def send_metered(message: Message) -> None:
+            nonlocal meter
             if message["type"] == "http.response.start":
                 outcome.status = message["status"]
-                message = {**message, "headers": [*message.get("headers", []), *response_headers]}
+                headers = list(message.get("headers", []))
+                if call is not None:
+                    content_type = next((v.decode("latin-1") for k, v in headers if k.lower() == b"content-type"), "")
+                    meter = call.meter(outcome.status, content_type)
+                    outcome.model = call.model
+                    if call.inject_usage:
+                        headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+                message = {**message, "headers": headers + response_headers}
+            elif message["type"] == "http.response.body" and meter is not None:
+                chunk = meter.feed(message.get("body", b""))
+                if not message.get("more_body", False):
+                    chunk += meter.end()
+                    outcome.usage = meter.result()
+                message = {**message, "body": chunk}
             await send(message)
 
-        await self.app(scope, replay, send_with_headers)
+        try:
+            await self.app(scope, replay, send_metered)
+        finally:
+            if meter is not None and outcome.usage is None:
+                outcome.usage = meter.result()
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def receive_and_start() -> Message:

@@ -71,7 +71,7 @@ class Gateway:
         except ClientGone:
             return
         facts = build_facts(scope, body, None, self.guard.trusted, "-", 0.0)
-        await self.upstream.forward(scope, receive, send, facts, [], RequestOutcome())
+        await self.upstream.forward(scope, receive, send, facts, None, [], RequestOutcome())
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -19,8 +19,10 @@ import logging
 import aiohttp
 from multidict import CIMultiDict
 
+from ..decision import Decision
 from ..facts import RequestFacts
 from ..guard import RequestOutcome
+from ..money.call import CallPlan
 from ..policy import UpstreamSettings
 from .common import Receive, Scope, Send, send_error
 
@@ -40,6 +42,8 @@ _CLIENT_AUTH = frozenset({"authorization", "x-api-key", "api-key"})
 # The ASGI server sets its own date/server; passing the upstream's doubles them.
 _RESPONSE_DROP = HOP_BY_HOP | {b"date", b"server"}
 _RESPONSE_DROP_BYTES = frozenset(h.encode() if isinstance(h, str) else h for h in _RESPONSE_DROP)
+# A metered response may lose the usage chunk the gateway asked for: its length changes.
+_RESPONSE_DROP_METERED = _RESPONSE_DROP_BYTES | {b"content-length"}
 _SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 
 
@@ -107,9 +111,9 @@ class Upstream:
         receive: Receive,
         send: Send,
         facts: RequestFacts,
+        decision: Decision | None,
         response_headers: list[tuple[bytes, bytes]],
         outcome: RequestOutcome,
-        body: bytes | None = None,
     ) -> None:
         session = self._session
         if session is None:
@@ -119,14 +123,18 @@ class Upstream:
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
         flavour = facts.route.api if facts.route is not None else None
+        call: CallPlan | None = decision.call if decision is not None else None
+        headers = self._request_headers(scope, facts.client_ip)
+        if call is not None:
+            headers["accept-encoding"] = "identity"  # usage is read from the bytes as they pass
+            outcome.model = call.model
         state: dict[str, aiohttp.ClientResponse | bool] = {}
         watcher = asyncio.ensure_future(_watch_disconnect(receive, state))
         try:
             try:
                 resp = await session.request(
-                    scope["method"], url,
-                    headers=self._request_headers(scope, facts.client_ip),
-                    data=facts.body if body is None else body,
+                    scope["method"], url, headers=headers,
+                    data=call.body if call is not None and call.body is not None else facts.body,
                     allow_redirects=False, skip_auto_headers=_SKIP_AUTO,
                 )  # fmt: skip
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -142,22 +150,20 @@ class Upstream:
                     )  # fmt: skip
                 return
             state["resp"] = resp
+            meter = call.meter(resp.status, resp.headers.get("content-type", "")) if call is not None else None
             try:
                 outcome.upstream_status = outcome.status = resp.status
-                headers = [
-                    (k.lower(), v) for k, v in resp.raw_headers
-                    if k.lower() not in _RESPONSE_DROP_BYTES
-                ]  # fmt: skip
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": resp.status,
-                        "headers": headers + response_headers,
-                    }
-                )
+                drop = _RESPONSE_DROP_METERED if call is not None and call.inject_usage else _RESPONSE_DROP_BYTES
+                start = [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in drop]
+                await send({"type": "http.response.start", "status": resp.status, "headers": start + response_headers})
                 async for chunk in resp.content.iter_any():
+                    if meter is not None:
+                        chunk = meter.feed(chunk)
+                        if not chunk:
+                            continue
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                tail = meter.end() if meter is not None else b""
+                await send({"type": "http.response.body", "body": tail, "more_body": False})
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 outcome.error = (
                     "client disconnected" if state.get("gone")
@@ -165,6 +171,8 @@ class Upstream:
                 )  # fmt: skip
             finally:
                 resp.close()
+                if meter is not None:
+                    outcome.usage = meter.result()
         finally:
             watcher.cancel()
             if state.get("gone") and outcome.error is None:

@@ -29,6 +29,12 @@ class DecisionRecord:
     upstream_status: int | None = None
     error: str | None = None
     risk: dict[str, Any] | None = None
+    model: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    usage_exact: bool | None = None
+    cost_usd: float | None = None  # what the upstream call cost
+    reserved_usd: float | None = None  # what was held against budgets before it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -45,7 +45,13 @@ CREATE TABLE IF NOT EXISTS decisions (
     total_ms REAL NOT NULL,
     upstream_status INTEGER,
     error TEXT,
-    risk TEXT
+    risk TEXT,
+    model TEXT,
+    tokens_in INTEGER,
+    tokens_out INTEGER,
+    usage_exact INTEGER,
+    cost_usd REAL,
+    reserved_usd REAL
 );
 CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts);
 CREATE INDEX IF NOT EXISTS decisions_request_id ON decisions (request_id);
@@ -54,7 +60,8 @@ CREATE INDEX IF NOT EXISTS decisions_request_id ON decisions (request_id);
 COLUMNS = (
     "ts", "request_id", "method", "path", "route", "client_ip", "action", "name", "code",
     "shadow_action", "reasons", "signals", "proof", "status", "decision_ms", "total_ms",
-    "upstream_status", "error", "risk",
+    "upstream_status", "error", "risk", "model", "tokens_in", "tokens_out", "usage_exact", "cost_usd",
+    "reserved_usd",
 )  # fmt: skip
 _JSON_COLUMNS = {"reasons", "signals", "proof", "risk"}
 _INSERT = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -69,6 +76,7 @@ def _row(rec: DecisionRecord) -> tuple[Any, ...]:
         None if rec.proof is None else orjson.dumps(rec.proof, default=str).decode(),
         rec.status, rec.decision_ms, rec.total_ms, rec.upstream_status, rec.error,
         None if rec.risk is None else orjson.dumps(rec.risk, default=str).decode(),
+        rec.model, rec.tokens_in, rec.tokens_out, rec.usage_exact, rec.cost_usd, rec.reserved_usd,
     )  # fmt: skip
 
 
