@@ -202,6 +202,54 @@ def log_tail(
     console.print(table)
 
 
+def _since(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return time.time() - float(text[:-1]) * units[text[-1]]
+    except (KeyError, ValueError, IndexError):
+        raise typer.BadParameter("use a number and a unit, e.g. 30m, 24h, 7d") from None
+
+
+@app.command()
+def spend(
+    policy: PolicyOpt = None,
+    db: Annotated[Path | None, typer.Option(help="SQLite decision log (default: the policy's)")] = None,
+    since: Annotated[str, typer.Option(help="how far back: 30m, 24h, 7d")] = "24h",
+    by: Annotated[str, typer.Option(help="group spend by route, model, client or name")] = "route",
+) -> None:
+    """Upstream spend from the decision log: what was spent, by what, and what was refused."""
+    from .log.queries import spend_report
+    from .log.sqlite import sqlite_path, sqlite_runner
+
+    path = db or sqlite_path(_load(policy).log)
+    try:
+        report = spend_report(sqlite_runner(path), _since(since), by)
+    except FileNotFoundError as exc:
+        err.print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    exact = report.calls - report.estimated_calls
+    console.print(
+        f"[bold]${report.spent:,.4f}[/bold] upstream spend over {report.calls} calls in the last {escape(since)}"
+        f" ({exact} with usage reported by the upstream, {report.estimated_calls} counted from streamed text)"
+    )
+    table = Table(title=f"spend by {by}")
+    for col in (by, "calls", "USD", "tokens in", "tokens out"):
+        table.add_column(col, overflow="fold")
+    for key, calls, usd, tin, tout in report.by:
+        table.add_row(escape(key), str(calls), f"{usd:,.4f}", f"{tin:,}", f"{tout:,}")
+    console.print(table)
+    refused = Table(title="refused before reaching the upstream")
+    for col in ("rule", "requests", "USD they would have held"):
+        refused.add_column(col)
+    for name, count, usd in report.refused:
+        refused.add_row(escape(name), str(count), f"{usd:,.4f}" if usd else "-")
+    console.print(refused)
+    calls, usd = report.degraded
+    console.print(f"degraded: {calls} calls, ${usd:,.4f}")
+
+
 @app.command()
 def keygen() -> None:
     """Print a new challenge-signing key (for proof.keys_file or TOKENWARD_KEYS)."""

@@ -115,7 +115,7 @@ class _Plan:
     counted: list[Hit] = field(default_factory=list)  # limit hits that were added
     inflight: str | None = None  # the concurrency counter this request holds
     emergency: int | None = None  # index of the emergency limit's hit (fail-open fallback)
-    rate: int | None = None  # index of the route's request-rate op (spike detection)
+    counts: bool = False  # a fresh proof: this request counts towards the route's rate
     reserve: int | None = None  # index of the budget reservation
     reserved: float = 0.0  # dollars held
     reservation: str | None = None
@@ -186,7 +186,12 @@ class Guard:
         if policy.mode_for(route) is Mode.SHADOW and not decision.forwards:
             decision = replace(decision, shadow=True)
         if plan is not None and (plan.inflight is not None or plan.counted or plan.reservation):
-            decision = replace(decision, settle=plan.settle(forwarded=decision.forwards))
+            settle = plan.settle(forwarded=decision.forwards)
+            # The route's request rate (spike detection) counts attempts with a fresh
+            # proof, but not the re-solves that a harder challenge itself causes.
+            if plan.counts and decision.code != "challenge" and policy.spike.enabled:
+                settle += (policy.spike.requests_op(route.path),)
+            decision = replace(decision, settle=settle)
         if decision.forwards and facts.call is not None:
             decision = replace(decision, call=self._call_plan(facts.call, route, decision, plan))
         return decision
@@ -261,11 +266,7 @@ class Guard:
             e = policy.emergency
             spec = LimitSpec(name="emergency", key="global", limit=e.limit, window=e.window)
             over = LimitVerdict(spec, results[plan.emergency])
-        under_attack = False
-        if plan.rate is not None:
-            verdict = self.spike.observe(route.path, now, requests=results[plan.rate])
-            self._notify(verdict.events)
-            under_attack = verdict.under_attack
+        under_attack = policy.spike.enabled and self.spike.mode(route.path) is RouteMode.UNDER_ATTACK
         budget: ReserveResult | None = None
         if plan.reserve is not None:
             budget = results[plan.reserve]
@@ -279,6 +280,8 @@ class Guard:
         decision = self._decide(policy, route, outcome, signals, risk, over, budget, under_attack)
         if plan.reservation is not None and decision.forwards:
             decision = replace(decision, reservation=plan.reservation, reserved_usd=plan.reserved, model=plan.model)
+        elif plan.reserve is not None:
+            decision = replace(decision, reserved_usd=plan.reserved, model=plan.model)  # what it would have cost
         return decision, plan
 
     def _verify(self, policy: Policy, facts: RequestFacts, route: RouteSettings) -> ProofClaims | ProofFailure | None:
@@ -329,11 +332,10 @@ class Guard:
             plan.device_key = plan.add(Get(f"devkey:{claim.device}"))
         ttl = proof.expires_at - facts.received_at + _CONSUME_GRACE
         plan.consume = plan.add(Consume("used:" + proof.challenge_id.hex(), ttl))
+        plan.counts = True
         plan.limits = limit_ops(policy.limits, keys)
         plan.limits_at = len(plan.ops)
         plan.ops.extend(hit for _, hit in plan.limits)
-        if policy.spike.enabled:
-            plan.rate = plan.add(self.spike.settings.requests_op(route.path))
         self._plan_budget(plan, policy, facts, route, keys)
         b = policy.behaviour
         who = keys.device or "ip:" + keys.ip
@@ -552,9 +554,13 @@ class Guard:
             # The request may have been judged on the fail-open fallback: settle there.
             results = await self.fallback.execute(ops)
             log.warning("settled a request locally, the store is unavailable: %s", exc)
-        if route is not None and ops and isinstance(ops[-1], Rate):
-            verdict = self.spike.observe(route, self.clock(), spend=results[-1])
-            self._notify(verdict.events)
+        if route is None:
+            return
+        for op, result in zip(ops, results, strict=True):
+            if isinstance(op, Rate) and op.key.startswith("spike:"):
+                metric = "requests" if op.key.startswith("spike:req:") else "spend"
+                verdict = self.spike.observe(route, self.clock(), **{metric: result})
+                self._notify(verdict.events)
 
     # -- challenges --------------------------------------------------------------------
     def challenge_for(
@@ -676,7 +682,7 @@ class Guard:
                 tokens_out=outcome.usage.output_tokens if outcome.usage else None,
                 usage_exact=outcome.usage.exact if outcome.usage else None,
                 cost_usd=round(cost, 8) if cost is not None else None,
-                reserved_usd=round(decision.reserved_usd, 8) if decision.reservation else None,
+                reserved_usd=round(decision.reserved_usd, 8) if decision.reserved_usd else None,
             )
         )
 

@@ -12,7 +12,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +209,22 @@ class SQLiteLog:
                 self.written += 1
             except (sqlite3.Error, TypeError, ValueError) as exc:
                 log.error("decision log: cannot write decision %s: %s", rec.request_id, exc)
+
+
+def sqlite_runner(path: str | Path) -> Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]:
+    """A read-only query function over a SQLite decision log (for log/queries.py)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no decision log at {p}")
+
+    def run(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        conn = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            return conn.execute(sql, list(params)).fetchall()
+        finally:
+            conn.close()
+
+    return run
 
 
 def read_recent(path: str | Path, limit: int = 20) -> Iterator[dict[str, Any]]:
