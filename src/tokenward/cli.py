@@ -161,6 +161,16 @@ def check_policy(
     console.print(f"other routes: {'forwarded' if pol.other_routes == 'pass' else 'refused (404)'}")
     console.print(f"upstream: {pol.upstream.url if pol.upstream else '(none: pass --upstream to serve)'}")
     console.print(f"store: {pol.store}   log: {pol.log}   trusted proxies: {', '.join(pol.trusted_proxies) or 'none'}")
+    console.print(
+        "limits: " + (", ".join(f"{escape(x.name)} ({x.key}: {x.limit:g}/{x.window:g}s)" for x in pol.limits) or "none")
+    )
+    console.print(
+        "budgets: "
+        + (", ".join(f"{escape(b.name)} ({b.key}: ${b.usd:g}/{b.window:g}s)" for b in pol.budgets) or "none")
+        + (f"   spend breaker: ${pol.breaker.ceiling:g}/{pol.breaker.window:g}s" if pol.breaker.ceiling else "")
+    )
+    if not pol.budgets and pol.breaker.ceiling is None:
+        console.print("[yellow]no budget and no spend breaker: nothing caps what attackers can spend[/yellow]")
     if any(pol.mode_for(r) is Mode.SHADOW for r in pol.routes if r.protect):
         console.print("[yellow]shadow mode: refusals are logged but requests are forwarded[/yellow]")
 

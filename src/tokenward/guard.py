@@ -205,6 +205,7 @@ class Guard:
             call.body,
             model=model,
             degrade=decision.degrade,
+            output_cap=self.policy.output_cap_for(route) if decision.reservation else None,
             input_estimate=plan.tokens_in if plan is not None else None,
             count=self.estimator.counter(model) if loaded else bytes_estimate,
         )

@@ -46,13 +46,18 @@ def plan_call(
     *,
     model: str | None,
     degrade: Mapping[str, Any] | None = None,
+    output_cap: int | None = None,
     input_estimate: int | None = None,
     count: Callable[[str], int] = bytes_estimate,
 ) -> CallPlan:
     """Decide the upstream body: ask OpenAI streams for their usage (stripped again
-    before the client sees it when it did not ask), and apply a degrade decision
-    (a lower output cap, a cheaper model)."""
+    before the client sees it when it did not ask), cap the output at what a
+    reservation assumed (``output_cap``), and apply a degrade decision (a lower output
+    cap, a cheaper model)."""
     limit = degrade.get("max_tokens") if degrade else None
+    if output_cap is not None:
+        # A reservation assumed at most this much output: make it a true bound.
+        limit = output_cap if limit is None else min(limit, output_cap)
     swap = degrade.get("model") if degrade else None
     if swap:
         body, model = {**body, "model": swap}, swap
