@@ -175,30 +175,34 @@ def check_policy(
         console.print("[yellow]shadow mode: refusals are logged but requests are forwarded[/yellow]")
 
 
+def _log_uri(policy: Path | None, db: Path | None) -> str:
+    """The decision log to read: ``--db FILE`` (SQLite) or the policy's ``log`` URI."""
+    return f"sqlite:///{db}" if db is not None else _load(policy).log
+
+
 @log_app.command("tail")
 def log_tail(
     policy: PolicyOpt = None,
-    db: Annotated[Path | None, typer.Option(help="SQLite decision log (default: the policy's)")] = None,
+    db: Annotated[Path | None, typer.Option(help="SQLite decision log (default: the policy's log)")] = None,
     n: Annotated[int, typer.Option("-n", help="how many decisions")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
     """Show the most recent decisions, newest first, with their reasons."""
     import orjson
 
-    from .log import read_recent
-    from .log.sqlite import sqlite_path
+    from .log import recent
 
-    path = db or sqlite_path(_load(policy).log)
+    uri = _log_uri(policy, db)
     try:
-        rows = list(read_recent(path, n))
-    except FileNotFoundError as exc:
+        rows = recent(uri, n)
+    except (FileNotFoundError, ConnectionError) as exc:
         err.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
     if as_json:
         for row in rows:
-            sys.stdout.write(orjson.dumps(row).decode() + "\n")
+            sys.stdout.write(orjson.dumps(row, default=str).decode() + "\n")
         return
-    table = Table(title=f"last {len(rows)} decisions in {path}")
+    table = Table(title=f"last {len(rows)} decisions in {escape(str(db) if db else uri.split('?')[0])}")
     for col in ("time", "request", "client", "route", "action", "rule", "status", "reasons", "ms"):
         table.add_column(col, overflow="fold")
     for row in rows:
@@ -210,6 +214,27 @@ def log_tail(
         )  # fmt: skip
         table.add_row(*(escape(c) for c in cells))
     console.print(table)
+
+
+db_app = typer.Typer(help="The decision log's database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("init")
+def db_init(policy: PolicyOpt = None) -> None:
+    """Create the decision log's tables (PostgreSQL; SQLite logs create themselves)."""
+    uri = _load(policy).log
+    if not uri.startswith(("postgresql:", "postgres:")):
+        console.print(f"{escape(uri)}: SQLite logs are created on first start; nothing to do")
+        return
+    from .log.postgres import init_schema, mask_dsn
+
+    try:
+        init_schema(uri)
+    except Exception as exc:  # psycopg's errors: report them as they are, never a traceback
+        err.print(f"cannot initialise {mask_dsn(uri)}: {exc}", style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"decision log tables ready in {escape(mask_dsn(uri))}")
 
 
 def _since(text: str) -> float:
@@ -228,13 +253,12 @@ def spend(
     by: Annotated[str, typer.Option(help="group spend by route, model, client or name")] = "route",
 ) -> None:
     """Upstream spend from the decision log: what was spent, by what, and what was refused."""
+    from .log import runner
     from .log.queries import spend_report
-    from .log.sqlite import sqlite_path, sqlite_runner
 
-    path = db or sqlite_path(_load(policy).log)
     try:
-        report = spend_report(sqlite_runner(path), _since(since), by)
-    except FileNotFoundError as exc:
+        report = spend_report(runner(_log_uri(policy, db)), _since(since), by)
+    except (FileNotFoundError, ConnectionError) as exc:
         err.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
     except ValueError as exc:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .decision import Flavour
-from .policy import RouteSettings
+
+if TYPE_CHECKING:  # the policy's signal settings import this module
+    from .policy import RouteSettings
 
 __all__ = ["LLMCall", "RequestFacts", "TrustedProxies", "parse_call"]
 
@@ -41,6 +43,7 @@ class RequestFacts:
     route: RouteSettings | None
     call: LLMCall | None = None
     problem: str | None = None  # why the request cannot be understood (-> bad_request)
+    via_proxy: bool = False  # the TCP peer is a trusted proxy: headers an edge sets can be believed
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -52,7 +55,7 @@ class TrustedProxies:
     def __init__(self, cidrs: Sequence[str]):
         self._nets: tuple[_IPNetwork, ...] = tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
-    def _trusted(self, ip: str) -> bool:
+    def trusted(self, ip: str) -> bool:
         if not self._nets:
             return False
         try:
@@ -63,7 +66,7 @@ class TrustedProxies:
 
     def client_ip(self, peer: str, forwarded_for: str | None) -> str:
         """Walk X-Forwarded-For from the right, skipping trusted hops (RFC 7239 logic)."""
-        if forwarded_for is None or not self._trusted(peer):
+        if forwarded_for is None or not self.trusted(peer):
             return peer
         hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
         for hop in reversed(hops):
@@ -71,7 +74,7 @@ class TrustedProxies:
                 ipaddress.ip_address(hop)
             except ValueError:
                 return peer  # a garbled chain is not evidence of anything: use the peer
-            if not self._trusted(hop):
+            if not self.trusted(hop):
                 return hop
         return hops[0] if hops else peer
 

@@ -79,6 +79,7 @@ def build_facts(
         route=route,
         call=call,
         problem=problem,
+        via_proxy=trusted.trusted(peer),
     )
 
 

@@ -55,8 +55,12 @@ __all__ = [
 ]
 
 
+_REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
+
+
 def open_store(uri: str) -> Store:
-    """``memory://`` (optionally ``?max_used=N&max_keys=N``). Unknown schemes are errors."""
+    """``memory://`` (optionally ``?max_used=N&max_keys=N``), ``redis://``, ``rediss://``,
+    ``redis+cluster://``, ``redis+sentinel://`` (docs/stores.md). Unknown schemes are errors."""
     parts = urlsplit(uri)
     if parts.scheme == "memory":
         raw = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -69,4 +73,11 @@ def open_store(uri: str) -> Store:
                 raise ValueError(f"memory store option {name} must be a positive integer, got {value!r}")
             options[name] = int(value)
         return MemoryStore(max_used=options.get("max_used", 500_000), max_keys=options.get("max_keys", 200_000))
-    raise ValueError(f"unknown store URI scheme {parts.scheme!r} in {uri!r}; supported: memory://")
+    if parts.scheme in _REDIS_SCHEMES:
+        from .redis import open_redis_store  # redis-py is the `redis` extra
+
+        return open_redis_store(uri)
+    raise ValueError(
+        f"unknown store URI scheme {parts.scheme!r}; supported: memory://, redis://, rediss://, "
+        "redis+cluster://, redis+sentinel://"
+    )

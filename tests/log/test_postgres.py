@@ -1,0 +1,331 @@
+"""PostgreSQL decision log against the local server: batched COPY, nothing lost.
+
+The session creates its own database (dropped at the end); each test gets its own schema
+in it through the DSN's ``options=-csearch_path=...``. The server is
+``TOKENWARD_TEST_PG`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+psycopg = pytest.importorskip("psycopg")
+
+from tokenward.log import DecisionRecord  # noqa: E402
+from tokenward.log import sqlite as sqlite_log  # noqa: E402
+from tokenward.log.postgres import (  # noqa: E402
+    PostgresLog,
+    init_schema,
+    mask_dsn,
+    open_postgres_log,
+    read_recent,
+)
+
+ADMIN_DSN = os.environ.get("TOKENWARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def make_record(i: int, **overrides: Any) -> DecisionRecord:
+    fields: dict[str, Any] = {
+        "ts": 1_700_000_000.0 + i,
+        "request_id": f"req-{i:05d}",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "route": "/v1/chat/completions",
+        "client_ip": "203.0.113.7",
+        "action": "allow",
+        "name": "proof/ok",
+        "reasons": ["proof/ok"],
+        "signals": [{"name": "proof/ok", "score": 0.0, "evidence": {"difficulty": 8, "i": i}}],
+        "proof": {"difficulty": 8, "kid": "0a0b0c0d", "age_ms": 12.5},
+        "status": 200,
+        "decision_ms": 0.25,
+        "total_ms": 40.5,
+        "upstream_status": 200,
+    }
+    fields.update(overrides)
+    return DecisionRecord(**fields)
+
+
+_SAMPLES = {"str": "x", "int": 7, "float": 0.125, "bool": True, "dict": {"k": [1, "ü"]}, "list": ["a"]}
+
+
+def _later_fields(given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` plus a value for every other optional field of DecisionRecord (risk, model,
+    tokens...), so the round trip covers columns added after this test was written."""
+    values = dict(given)
+    for f in dataclasses.fields(DecisionRecord):
+        kind = str(f.type).split("[")[0].split("|")[0].strip()
+        if f.name not in values and f.name in sqlite_log.COLUMNS and f.default is None and kind in _SAMPLES:
+            values[f.name] = _SAMPLES[kind]
+    return values
+
+
+@pytest.fixture(scope="session")
+def database() -> Iterator[str]:
+    try:
+        admin = psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {ADMIN_DSN}: {exc}")
+        pytest.skip(f"PostgreSQL is not reachable at {ADMIN_DSN}")
+    name = f"tokenward_test_{os.getpid()}_{secrets.token_hex(4)}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = ADMIN_DSN.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def dsn(database: str) -> str:
+    """A DSN whose tables land in a schema of this test's own."""
+    schema = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    return f"{database}?options={quote(f'-csearch_path={schema}')}"
+
+
+def count(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return int(conn.execute("SELECT count(*) FROM decisions").fetchone()[0])
+
+
+def request_ids(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute("SELECT request_id FROM decisions ORDER BY id")]
+
+
+def _terminate_writers(database: str) -> int:
+    with psycopg.connect(database, autocommit=True) as admin:
+        return int(
+            admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'tokenward-log' AND datname = current_database()"
+            ).fetchone()[0]
+        )
+
+
+async def test_every_record_is_written_by_close(dsn: str) -> None:
+    log = PostgresLog(dsn)
+    await log.start()
+    for i in range(10_000):
+        log.record(make_record(i))
+    await log.close()
+    assert log.written == 10_000 and log.lost == 0
+    assert request_ids(dsn) == [f"req-{i:05d}" for i in range(10_000)]  # in order, no duplicates
+
+
+async def test_small_queue_applies_backpressure_without_losing_records(dsn: str) -> None:
+    log = PostgresLog(dsn, batch=16, max_queue=32)
+    await log.start()
+    for i in range(2_000):
+        log.record(make_record(i))
+    await log.close()
+    assert count(dsn) == 2_000
+
+
+async def test_read_recent_returns_what_the_sqlite_log_returns(dsn: str, tmp_path: Any) -> None:
+    records = [
+        make_record(1),
+        make_record(
+            2,
+            **_later_fields(
+                {
+                    "action": "allow",
+                    "name": "proof/missing",
+                    "code": "proof_required",
+                    "shadow_action": "challenge",
+                    "reasons": ["proof/missing", "client/no-sdk"],
+                    "signals": [
+                        {"name": "proof/missing", "score": 1.5, "evidence": {"nested": {"a": [1, 2.25, None, "ü"]}}}
+                    ],
+                    "proof": None,
+                    "status": 200,
+                    "upstream_status": None,
+                    "error": "upstream: timeout",
+                }
+            ),
+        ),
+    ]
+    pg = PostgresLog(dsn)
+    lite = sqlite_log.SQLiteLog(tmp_path / "log.db")
+    for log in (pg, lite):
+        await log.start()
+        for rec in records:
+            log.record(rec)
+        await log.close()
+    from_pg = list(read_recent(dsn, 10))
+    from_sqlite = list(sqlite_log.read_recent(tmp_path / "log.db", 10))
+    assert from_pg == from_sqlite
+    assert [list(row) for row in from_pg] == [list(row) for row in from_sqlite]  # same keys, same order
+    # Every column comes back as it went in (JSON decoded, booleans as booleans).
+    assert from_pg[0] == {k: v for k, v in records[1].to_dict().items() if k in sqlite_log.COLUMNS}
+    assert from_pg[0]["signals"][0]["evidence"] == {"nested": {"a": [1, 2.25, None, "ü"]}}
+    assert from_pg[0]["proof"] is None and from_pg[1]["proof"]["age_ms"] == 12.5
+    assert list(read_recent(dsn, 1)) == from_pg[:1]
+
+
+async def test_concurrent_writers_lose_nothing(dsn: str) -> None:
+    # Four gateways' logs on one table, each fed by many tasks at once.
+    logs = [PostgresLog(dsn, batch=64) for _ in range(4)]
+    await asyncio.gather(*(log.start() for log in logs))
+
+    async def feed(w: int, task: int) -> None:
+        for i in range(250):
+            logs[w].record(make_record(i, request_id=f"w{w}-t{task}-{i}"))
+            if i % 50 == 0:
+                await asyncio.sleep(0)
+
+    await asyncio.gather(*(feed(w, t) for w in range(4) for t in range(5)))
+    await asyncio.gather(*(log.close() for log in logs))
+    ids = request_ids(dsn)
+    assert len(ids) == 4 * 5 * 250
+    assert len(set(ids)) == len(ids)
+
+
+async def test_records_from_many_threads(dsn: str) -> None:
+    log = PostgresLog(dsn)
+    await log.start()
+
+    def feed(t: int) -> None:
+        for i in range(500):
+            log.record(make_record(i, request_id=f"t{t}-{i}"))
+
+    threads = [threading.Thread(target=feed, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    await log.close()
+    assert count(dsn) == 2_000
+
+
+async def test_a_dropped_connection_is_reopened_and_nothing_is_lost(dsn: str, database: str) -> None:
+    log = PostgresLog(dsn, batch=50, flush_interval=0.01)
+    await log.start()
+    for i in range(1_000):
+        log.record(make_record(i))
+    await asyncio.sleep(0.05)
+    assert _terminate_writers(database) >= 1
+    for i in range(1_000, 2_000):
+        log.record(make_record(i))
+    await log.close()
+    ids = request_ids(dsn)
+    assert set(ids) == {f"req-{i:05d}" for i in range(2_000)}
+    assert len(ids) - 2_000 <= 50  # at least once: at most the batch in flight twice
+
+
+async def test_unstorable_characters_do_not_lose_the_record(dsn: str) -> None:
+    log = PostgresLog(dsn)
+    await log.start()
+    log.record(make_record(1))
+    log.record(make_record(2, error="nul\x00inside", signals=[{"evidence": "a\x00b"}]))
+    log.record(make_record(3, path="/bad\udcff"))
+    log.record(make_record(4))
+    await log.close()
+    rows = {r["request_id"]: r for r in read_recent(dsn, 10)}
+    assert set(rows) == {"req-00001", "req-00002", "req-00003", "req-00004"}
+    assert rows["req-00002"]["error"] == "nul\ufffdinside"
+    assert rows["req-00002"]["signals"] == [{"evidence": "a\ufffdb"}]
+    assert log.lost == 0
+
+
+async def test_schema_is_created_once_and_upgraded(dsn: str) -> None:
+    init_schema(dsn)
+    init_schema(dsn)  # idempotent
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE decisions DROP COLUMN error")  # as written by an older version
+    log = PostgresLog(dsn)
+    await log.start()
+    log.record(make_record(1, error="boom"))
+    await log.close()
+    assert next(read_recent(dsn, 1))["error"] == "boom"
+    with psycopg.connect(dsn) as conn:
+        types = dict(
+            conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = 'decisions'"
+            ).fetchall()
+        )
+    assert types["signals"] == "jsonb" and types["ts"] == "double precision" and types["status"] == "bigint"
+
+
+async def test_start_fails_clearly_when_postgres_is_unreachable() -> None:
+    log = PostgresLog("postgresql://postgres:sekret@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(RuntimeError, match="cannot open decision log") as info:
+        await log.start()
+    assert "sekret" not in str(info.value)
+
+
+def test_read_recent_without_a_table_is_file_not_found(dsn: str) -> None:
+    with pytest.raises(FileNotFoundError):
+        list(read_recent(dsn, 5))
+
+
+async def test_the_log_uri_with_options_works_everywhere(dsn: str) -> None:
+    uri = dsn.replace("postgresql://", "postgres://") + "&batch=7&flush_interval=0.5&max_queue=99"
+    log = open_postgres_log(uri)
+    assert (log._batch, log._interval, log._queue.maxsize) == (7, 0.5, 99)
+    assert "batch" not in log.dsn and "search_path" in log.dsn
+    init_schema(uri)  # what `tokenward db init` runs with the policy's log URI
+    await log.start()
+    log.record(make_record(1))
+    await log.close()
+    assert [r["request_id"] for r in read_recent(uri, 5)] == ["req-00001"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("sqlite:///x.db", "not a PostgreSQL URI"),
+        ("postgresql://h/db?batch=many", "batch"),
+        ("postgresql://h/db?max_queue=0", "max_queue"),
+    ],
+)
+def test_bad_uris_are_clear_errors(uri: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        open_postgres_log(uri)
+
+
+def test_passwords_are_masked() -> None:
+    assert mask_dsn("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert mask_dsn("postgresql://h/db?password=pw&sslmode=require") == "postgresql://h/db?password=***&sslmode=require"
+    assert "pw" not in repr(PostgresLog("postgresql://u:pw@h/db"))
+
+
+async def test_a_dropped_table_is_created_again(dsn: str) -> None:
+    log = PostgresLog(dsn, flush_interval=0.01)
+    await log.start()
+    log.record(make_record(1))
+    await asyncio.sleep(0.2)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE decisions")
+    log.record(make_record(2))
+    await log.close()
+    assert request_ids(dsn) == ["req-00002"]
+    assert log.lost == 0
+
+
+async def test_close_gives_up_after_close_timeout_when_postgres_is_gone(dsn: str, database: str) -> None:
+    log = PostgresLog(dsn, close_timeout=0.5)
+    await log.start()
+    log.dsn = "postgresql://postgres@127.0.0.1:1/gone?connect_timeout=1"  # the server "moved away"
+    assert _terminate_writers(database) >= 1
+    for i in range(10):
+        log.record(make_record(i))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await log.close()
+    assert loop.time() - started < 5
+    assert log.lost == 10 and log.written == 0
