@@ -132,7 +132,13 @@ def test_forged_device_signature_is_weighed(tmp_path, demo_upstream: Upstream) -
 
 
 def test_policy_weight_change_is_picked_up_without_restart(tmp_path, demo_upstream: Upstream) -> None:
-    policy = {"routes": [{"path": CHAT, "api": "openai", "clients": "browser"}], "proof": {"difficulty": 2}}
+    # Only the device weight is under test: the client and browser families (this is a
+    # Python client on a browser route) are weighed 0 here.
+    policy = {
+        "routes": [{"path": CHAT, "api": "openai", "clients": "browser"}],
+        "proof": {"difficulty": 2},
+        "weights": {"client/*": 0, "browser/*": 0},
+    }
     gw = start_gateway(tmp_path, demo_upstream.url, policy)
     try:
         with httpx.Client(timeout=10) as client:
@@ -144,7 +150,7 @@ def test_policy_weight_change_is_picked_up_without_restart(tmp_path, demo_upstre
             # The operator decides that browser requests without a device key are bots.
             policy_file = tmp_path / "gw.yaml"
             data = yaml.safe_load(policy_file.read_text())
-            data["weights"] = {"device/missing": 9}
+            data["weights"]["device/missing"] = 9
             policy_file.write_text(yaml.safe_dump(data))
             deadline = time.monotonic() + 10
             while True:

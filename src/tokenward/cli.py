@@ -36,9 +36,15 @@ err = Console(stderr=True)
 PolicyOpt = Annotated[Path | None, typer.Option("--policy", "-p", help="policy YAML file (default: built-in)")]
 
 
-def _load(policy: Path | None, upstream: str | None = None) -> Policy:
+def _load(policy: Path | None, upstream: str | None = None, *, evidence: bool = False) -> Policy:
+    """Load and validate a policy; with ``evidence``, also the files it points at."""
     try:
-        return load_policy(policy, upstream=upstream)
+        pol = load_policy(policy, upstream=upstream)
+        if evidence:
+            from .evidence import prepare_evidence
+
+            prepare_evidence(pol, str(policy) if policy else "default policy")
+        return pol
     except PolicyError as exc:
         err.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(2) from None
@@ -65,7 +71,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="server log level")] = "warning",
 ) -> None:
     """Run the gateway in front of an upstream LLM endpoint."""
-    pol = _load(policy, upstream)
+    pol = _load(policy, upstream, evidence=True)
     if pol.upstream is None:
         err.print("[red]no upstream: pass --upstream URL or set upstream.url in the policy[/red]")
         raise typer.Exit(2)
@@ -144,7 +150,7 @@ def check_policy(
     file: Annotated[Path, typer.Argument(help="policy YAML file")],
 ) -> None:
     """Validate a policy and print what it protects. Exit code 2 when it is invalid."""
-    pol = _load(file)
+    pol = _load(file, evidence=True)
     table = Table(title=f"{file}: valid", show_lines=False)
     for col in ("route", "api", "protected", "methods", "difficulty", "ttl s", "mode", "body cap"):
         table.add_column(col)

@@ -25,6 +25,7 @@ from typing import Any
 
 from .alerts import Alerter
 from .decision import Action, Decision, Signal
+from .evidence import Evidence, prepare_evidence
 from .facts import LLMCall, RequestFacts, TrustedProxies
 from .limits import Keys, LimitSpec, LimitVerdict, budgets_for, limit_ops, limit_verdict
 from .log import DecisionLog, DecisionRecord
@@ -38,6 +39,10 @@ from .proof.device import DeviceClaim, DeviceKeys, device_id, load_public_key, p
 from .scoring import RiskResult, RuleInput, risk_summary
 from .signals import ProofOutcome, proof_signals
 from .signals.behaviour import DeviceCheck, History, behaviour_signals, device_signals
+from .signals.browser import browser_signals, parse_env
+from .signals.client import client_signals
+from .signals.identity import Account, IdentityStats, identity_signals, is_new_account
+from .signals.network import network_signals
 from .spike import RouteMode, SpendBreaker, SpikeDetector, StateChange
 from .store import (
     Cadence,
@@ -150,8 +155,10 @@ class Guard:
         keys: KeyRing,
         log: DecisionLog | None = None,
         clock: Callable[[], float] = time.time,
+        evidence: Evidence | None = None,
     ):
         self.policy = policy
+        self.evidence = evidence if evidence is not None else prepare_evidence(policy)
         self.trusted = TrustedProxies(policy.trusted_proxies)
         self.store = store
         self.keys = keys
@@ -166,9 +173,11 @@ class Guard:
         self.breaker = SpendBreaker(policy.breaker)
         self.alerter = Alerter(policy.alerts)
 
-    def reload(self, policy: Policy) -> None:
+    def reload(self, policy: Policy, evidence: Evidence | None = None) -> None:
         """Swap in a new policy; requests in flight finish under the one they started with.
-        The store, the log and the upstream are fixed at start (a restart changes them)."""
+        The store, the log and the upstream are fixed at start (a restart changes them).
+        ``evidence`` comes from :func:`prepare_evidence` (blocking: call it off the loop)."""
+        self.evidence = evidence if evidence is not None else prepare_evidence(policy)
         self.trusted = TrustedProxies(policy.trusted_proxies)
         if policy.spike != self.policy.spike:
             self.spike = SpikeDetector(policy.spike)
@@ -221,8 +230,18 @@ class Guard:
             return self._spend_limit(breaker.retry_after), None
         proof = self._verify(policy, facts, route)
         claim = self._device_claim(facts)
-        keys = self._keys(facts, route, claim)
+        account = self.evidence.accounts.resolve(facts, now=now, via_trusted_proxy=facts.via_proxy)
+        keys = self._keys(facts, route, claim, account)
         plan = self._plan(policy, facts, route, proof, claim, keys)
+        if isinstance(proof, ProofClaims) and isinstance(account, Account):
+            plan.history["new_accounts"] = plan.add(
+                Hit(f"acct-new:{route.path}", _INF, 600, 1.0 if is_new_account(account, policy.identity, now) else 0.0)
+            )
+            plan.history["all_accounts"] = plan.add(Hit(f"acct-all:{route.path}", _INF, 600))
+            if keys.device is not None:
+                plan.history["accounts_per_device"] = plan.add(
+                    Distinct(f"dev-accts:{keys.device}", account.id, policy.behaviour.window)
+                )
         fallback = False
         try:
             results = await self.store.execute(plan.ops) if plan.ops else []
@@ -242,10 +261,15 @@ class Guard:
         device = self._check_device(facts, claim, plan, results)
         history = self._history(plan, results)
         browser_route = route.clients == "browser"
+        env = parse_env(facts.header("tokenward-signals"))
         signals = [
-            *([Signal("store/fallback", 0.0, {"store": "local memory"})] if fallback else []),
             *proof_signals(outcome, facts.received_at),
+            *([Signal("store/fallback", 0.0, {"store": "local memory"})] if fallback else []),
             *device_signals(device, browser_route=browser_route),
+            *client_signals(facts, policy.client, browser_route=browser_route, via_trusted_proxy=facts.via_proxy),
+            *browser_signals(env, facts, outcome.claims, policy.browser, now=now, browser_route=browser_route),
+            *network_signals(facts, self.evidence.lists, policy.network),
+            *identity_signals(account, facts, policy.identity, now=now, stats=self._identity_stats(plan, results)),
             *behaviour_signals(history, policy.behaviour),
         ]
         engine = policy.engine_for(route)
@@ -305,7 +329,16 @@ class Guard:
         return None if value is None else parse_device_header_unverified(value)
 
     @staticmethod
-    def _keys(facts: RequestFacts, route: RouteSettings, claim: DeviceClaim | str | None) -> Keys:
+    def _identity_stats(plan: _Plan, results: list[Any]) -> IdentityStats | None:
+        h = plan.history
+        if "all_accounts" not in h:
+            return None
+        total, new = results[h["all_accounts"]].count, results[h["new_accounts"]].count
+        # accounts_on_device stays None: behaviour/accounts-per-device already weighs it.
+        return IdentityStats(new_account_share=new / total if total else None, recent_requests=int(total))
+
+    @staticmethod
+    def _keys(facts: RequestFacts, route: RouteSettings, claim: DeviceClaim | str | None, account: Any = None) -> Keys:
         # The claimed device keys this request's counters before its signature is checked:
         # the batch is planned before the store answers. A forged claim is a strong signal
         # and its counts are never read as the device's own (see _history).
@@ -314,7 +347,7 @@ class Guard:
             subnet=subnet_of(facts.client_ip),
             route=route.path,
             device=claim.device if isinstance(claim, DeviceClaim) else None,
-            account=None,
+            account=account.id if isinstance(account, Account) else None,
         )
 
     def _plan(
@@ -416,6 +449,7 @@ class Guard:
         redeemed, issued = get("redeemed"), get("issued")
         return History(
             ips_per_device=get("ips_per_device"),
+            accounts_per_device=get("accounts_per_device"),
             devices_per_subnet=get("devices_per_subnet"),
             inflight=get("inflight"),
             cadence=get("cadence"),
@@ -437,7 +471,8 @@ class Guard:
         reasons = tuple(s.name for s in signals if s.score or s.name.startswith("proof/"))
         reasons += tuple(name for name, _ in risk.contributions if name.startswith("rule/"))
         base = policy.difficulty_for(route)
-        proof = dict(signals[0].evidence) if outcome.claims is not None else None
+        proof_signal = signals[0]  # proof_signals come first
+        proof = dict(proof_signal.evidence) if outcome.claims is not None else None
         common: dict[str, Any] = {"signals": tuple(signals), "proof": proof, "risk": risk_summary(risk)}
         required = base + self._extra_bits(risk) + (policy.spike.difficulty_bonus if under_attack else 0)
         if outcome.claims is None or not outcome.first_use:
@@ -448,7 +483,7 @@ class Guard:
             else:
                 code, message = "proof_replayed", _MESSAGES["proof_replayed"]
             return Decision(
-                Action.CHALLENGE, signals[0].name, reasons, code=code, message=message,
+                Action.CHALLENGE, proof_signal.name, reasons, code=code, message=message,
                 challenge=self.challenge_for(route, difficulty=required).to_wire(), **common,
             )  # fmt: skip
         if risk.rule is not None and risk.rule.action == "deny":

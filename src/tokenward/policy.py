@@ -34,6 +34,10 @@ from .money.prices import PriceTable
 from .proof.challenge import MAX_DIFFICULTY
 from .scoring import DEFAULT_THRESHOLDS, RiskEngine, Rule, Threshold
 from .signals.behaviour import BehaviourSettings
+from .signals.browser import BrowserSettings
+from .signals.client import ClientSettings
+from .signals.identity import IdentitySettings
+from .signals.network import NetworkSettings
 from .spike import BreakerSettings, SpikeSettings
 
 __all__ = [
@@ -223,6 +227,10 @@ class Policy(_Strict):
         description="rate limits by device, account, ip, subnet, route or global",
     )
     behaviour: BehaviourSettings = Field(default_factory=BehaviourSettings)
+    client: ClientSettings = Field(default_factory=ClientSettings)
+    browser: BrowserSettings = Field(default_factory=BrowserSettings)
+    network: NetworkSettings = Field(default_factory=NetworkSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
     store_failure: Literal["fail_closed", "fail_open"] = Field(
         "fail_closed",
         description="fail_closed: 503 store_unavailable; fail_open: judge on local memory under `emergency`",

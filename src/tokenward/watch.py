@@ -14,10 +14,13 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Generic, TypeVar
 
-from .policy import Policy, PolicyError
+from .policy import PolicyError
 
 __all__ = ["PolicyWatcher"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("tokenward.policy")
 
@@ -30,12 +33,15 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-class PolicyWatcher:
+class PolicyWatcher(Generic[T]):
+    """``load`` (blocking: it runs in a worker thread) reads and prepares the policy;
+    ``apply`` (on the event loop) puts it in force."""
+
     def __init__(
         self,
         path: Path,
-        load: Callable[[Path], Policy],
-        apply: Callable[[Policy], None],
+        load: Callable[[Path], T],
+        apply: Callable[[T], None],
         interval: float = 1.0,
     ):
         self.path = path
@@ -46,18 +52,18 @@ class PolicyWatcher:
         self._task: asyncio.Task[None] | None = None
         self.reloads = 0
 
-    def check(self) -> bool:
+    async def check(self) -> bool:
         """Re-read the file if it changed; True when a new policy was applied."""
         stamp = _stamp(self.path)
         if stamp is None or stamp == self._stamp:
             return False
         self._stamp = stamp
         try:
-            policy = self._load(self.path)
+            loaded = await asyncio.to_thread(self._load, self.path)
         except PolicyError as exc:
             log.error("policy change ignored, still enforcing the previous policy: %s", exc)
             return False
-        self._apply(policy)
+        self._apply(loaded)
         self.reloads += 1
         log.warning("policy reloaded from %s", self.path)
         return True
@@ -66,7 +72,7 @@ class PolicyWatcher:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                self.check()
+                await self.check()
             except Exception:  # never let a bad edit kill the watcher
                 log.exception("policy watcher error")
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from ..evidence import Evidence, prepare_evidence
 from ..guard import Guard
 from ..log import open_log
 from ..policy import Policy, load_policy
@@ -43,18 +46,17 @@ def create_gateway(
     policy: Policy,
     *,
     keys: KeyRing | None = None,
-    clock: Callable[[], float] | None = None,
-    watch: Callable[[Guard], PolicyWatcher] | None = None,
+    clock: Callable[[], float] = time.time,
+    watch: Callable[[Guard], PolicyWatcher[Any]] | None = None,
 ) -> Gateway:
     if policy.upstream is None:
         raise ValueError("the policy names no upstream (set upstream.url or pass --upstream)")
-    kwargs = {} if clock is None else {"clock": clock}
     guard = Guard(
         policy,
         store=open_store(policy.store),
         keys=keys or load_keys(policy),
         log=open_log(policy.log),
-        **kwargs,
+        clock=clock,
     )
     return Gateway(guard, Upstream(policy.upstream), watcher=watch(guard) if watch else None)
 
@@ -66,7 +68,12 @@ def gateway_from_env() -> Gateway:
     policy = load_policy(path, upstream=upstream)
     if path is None:
         return create_gateway(policy)
+
+    def load(p: Path) -> tuple[Policy, Evidence]:
+        new = load_policy(p, upstream=upstream)
+        return new, prepare_evidence(new, str(p))
+
     return create_gateway(
         policy,
-        watch=lambda guard: PolicyWatcher(Path(path), lambda p: load_policy(p, upstream=upstream), guard.reload),
+        watch=lambda guard: PolicyWatcher(Path(path), load, lambda loaded: guard.reload(*loaded)),
     )

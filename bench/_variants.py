@@ -1,0 +1,134 @@
+"""tokenward with pieces switched off, for bench/ablation.py (never for production).
+
+The gateway is built exactly as ``tokenward serve`` builds it (``create_gateway``), then
+one piece is disabled by patching from outside, so the difference in CPU per request
+is what that piece costs:
+
+  full      unchanged (the decision log also counts its batch sizes)
+  nolog     decisions are not logged (``guard.log = None``)
+  nowatch   no client-disconnect watcher task per forwarded request
+  bare      both of the above
+  logqueue  records are queued to the writer thread, which drops them (no rows, no SQLite)
+  logrows   the writer builds the rows (JSON columns) but does not insert them
+
+    TOKENWARD_KEYS=... python bench/_variants.py --variant nolog --policy P --upstream U --port N
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+VARIANT_ENV = "BENCH_TOKENWARD_VARIANT"
+SETTINGS_ENV = "BENCH_TOKENWARD_SETTINGS"
+
+
+class _NoWatcher:
+    def cancel(self) -> None:
+        pass
+
+
+class _AsyncioWithoutWatcher:
+    """Stands in for the ``asyncio`` name inside tokenward.http.upstream only."""
+
+    def __init__(self, real: Any):
+        self._real = real
+
+    def ensure_future(self, coro: Any) -> _NoWatcher:
+        coro.close()
+        return _NoWatcher()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def _count_batches(log: Any) -> None:
+    sizes: collections.Counter[int] = collections.Counter()
+    write = log._write
+
+    def counted(conn: Any, batch: list[Any]) -> None:
+        sizes[len(batch)] += 1
+        write(conn, batch)
+
+    log._write = counted
+    close = log.close
+
+    async def report_and_close() -> None:
+        await close()
+        n = sum(sizes.values())
+        rows = sum(k * v for k, v in sizes.items())
+        print(
+            f"BATCHES {n} transactions, {rows} rows, mean {rows / max(n, 1):.1f} rows/transaction, "
+            f"most common sizes {sizes.most_common(8)}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    log.close = report_and_close
+
+
+def create_app() -> Any:
+    import orjson
+
+    import tokenward.http.upstream as upstream_mod
+    from tokenward.http.app import create_gateway
+    from tokenward.policy import load_policy
+
+    variant = os.environ[VARIANT_ENV]
+    settings = orjson.loads(os.environ[SETTINGS_ENV])
+    policy = load_policy(settings["policy"], upstream=settings["upstream"])
+    gateway = create_gateway(policy)
+    log = gateway.guard.log
+    if variant in ("nolog", "bare"):
+        gateway.guard.log = None
+    elif variant == "logqueue":
+        log._write = lambda conn, batch: None  # type: ignore[union-attr]
+    elif variant == "logrows":
+        from tokenward.log.sqlite import _row
+
+        log._write = lambda conn, batch: [_row(r) for r in batch] and None  # type: ignore[union-attr]
+    elif log is not None:
+        _count_batches(log)
+    if variant in ("nowatch", "bare"):
+        upstream_mod.asyncio = _AsyncioWithoutWatcher(upstream_mod.asyncio)  # type: ignore[assignment]
+    return gateway
+
+
+def main() -> None:
+    import orjson
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+    from granian.log import LogLevels
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--variant", choices=["full", "nolog", "nowatch", "bare", "logqueue", "logrows"], required=True)
+    p.add_argument("--policy", required=True)
+    p.add_argument("--upstream", required=True)
+    p.add_argument("--port", type=int, required=True)
+    args = p.parse_args()
+    os.environ[VARIANT_ENV] = args.variant
+    os.environ[SETTINGS_ENV] = orjson.dumps({"policy": args.policy, "upstream": args.upstream}).decode()
+    here = Path(__file__).resolve().parent
+    # The same settings as tokenward.server.serve.
+    Granian(
+        "_variants:create_app",
+        address="127.0.0.1",
+        port=args.port,
+        interface=Interfaces.ASGI,
+        factory=True,
+        workers=1,
+        loop=Loops.auto,
+        websockets=False,
+        log_level=LogLevels("warning"),
+        log_access=False,
+        backlog=2048,
+        working_dir=here,
+    ).serve()
+
+
+if __name__ == "__main__":
+    main()

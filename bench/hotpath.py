@@ -1,0 +1,189 @@
+"""Microbenchmark of tokenward's per-request steps, in-process, one at a time.
+
+Not a ratio benchmark: a breakdown that explains bench/gateway.py. Each step runs N
+times on a scope shaped like the ones granian hands the gateway under wrk; the figure
+is wall-clock µs per call on this machine (other load on the machine inflates it).
+
+    .venv/bin/python bench/hotpath.py [-n 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _harness as h
+
+
+def scope_for(body: bytes, proof: str | None) -> dict[str, Any]:
+    headers = [
+        (b"host", b"127.0.0.1:8080"),
+        (b"content-type", b"application/json"),
+        (b"x-demo-chunk-delay", b"0"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if proof is not None:
+        headers.append((b"tokenward-proof", proof.encode()))
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8080),
+        "client": ("127.0.0.1", 50000),
+        "scheme": "http",
+        "method": "POST",
+        "root_path": "",
+        "path": h.ROUTE,
+        "raw_path": h.ROUTE.encode(),
+        "query_string": b"",
+        "headers": headers,
+    }
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-n", type=int, default=20000)
+    args = p.parse_args()
+    n = args.n
+
+    from tokenward.decision import Action
+    from tokenward.guard import Guard, RequestOutcome, new_request_id
+    from tokenward.http.common import read_body, send_refusal
+    from tokenward.http.gate import Gate, build_facts
+    from tokenward.http.upstream import Upstream, _watch_disconnect
+    from tokenward.log import open_log
+    from tokenward.policy import load_policy
+    from tokenward.store import open_store
+
+    tmp = Path(tempfile.mkdtemp(prefix="tokenward-hotpath-"))
+    mint = h.ProofMint()
+    policy_path = h.write_policy(tmp / "policy.yaml", tmp / "decisions.db", extra=h.LOAD_GENERATOR_POLICY)
+    policy = load_policy(policy_path, upstream="http://127.0.0.1:9")
+    route = policy.route_for(h.ROUTE)
+    assert route is not None
+    dlog = open_log(policy.log)
+    guard = Guard(policy, store=open_store(policy.store), keys=mint.ring, log=dlog)
+    await guard.start()
+    gate = Gate(guard)
+    trusted = getattr(guard, "trusted", None) or getattr(gate, "trusted", None)
+    upstream = Upstream(policy.upstream)  # type: ignore[arg-type]
+
+    body = h.chat_body(1, stream=False)
+    bodies = [h.chat_body(i, stream=False) for i in range(n)]
+    proofs = [mint.proof(b) for b in bodies]
+    plain_scope = scope_for(body, None)
+    proof_scopes = [scope_for(b, pr) for b, pr in zip(bodies, proofs, strict=True)]
+    facts_plain = build_facts(plain_scope, body, route, trusted, "x" * 24, time.time())
+    facts_proof = [
+        build_facts(s, b, route, trusted, "x" * 24, time.time()) for s, b in zip(proof_scopes, bodies, strict=True)
+    ]
+    allow = await guard.check(facts_proof[0])
+    refusal = await guard.check(facts_plain)
+    assert allow.action is Action.ALLOW and refusal.code == "proof_required", (allow, refusal)
+
+    results: list[tuple[str, float]] = []
+
+    async def timeit(name: str, fn: Callable[[int], Awaitable[Any] | Any], count: int = n) -> None:
+        t0 = time.perf_counter()
+        for i in range(count):
+            r = fn(i)
+            if asyncio.iscoroutine(r):
+                await r
+        us = (time.perf_counter() - t0) * 1e6 / count
+        results.append((name, us))
+        print(f"  {us:8.2f} µs  {name}", flush=True)
+
+    async def receive_body() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def sink(_message: Any) -> None:
+        return None
+
+    never = asyncio.Event()
+
+    async def receive_forever() -> dict[str, Any]:
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    print(f"tokenward request path, {n} calls each (wall µs per call)")
+    await timeit("new_request_id()", lambda i: new_request_id())
+    await timeit("read_body()", lambda i: read_body(plain_scope, receive_body, 1 << 20))
+    await timeit(
+        "build_facts() incl. parse_call (orjson)",
+        lambda i: build_facts(proof_scopes[i], bodies[i], route, trusted, "r", 1.0),
+    )
+    # fresh facts for a second pass of the proof check: challenges are single use
+    await timeit("guard.check(): valid proof (verify + consume_once + decide)", lambda i: guard.check(facts_proof[i]))
+    await timeit(
+        "guard.check(): replayed proof (verify + consume + new challenge)",
+        lambda i: guard.check(facts_proof[i]),
+    )
+    await timeit("guard.check(): no proof (issue challenge + decide)", lambda i: guard.check(facts_plain))
+    await timeit(
+        "send_refusal() (refusal body + headers, fake send)",
+        lambda i: send_refusal(sink, route.api, refusal, "r" * 24),
+    )
+    await timeit("Upstream._request_headers()", lambda i: upstream._request_headers(proof_scopes[i], "127.0.0.1"))
+
+    async def watcher_cycle(_i: int) -> None:
+        t = asyncio.ensure_future(_watch_disconnect(receive_forever, {}))
+        await asyncio.sleep(0)  # let it start and park on receive(), as in a real request
+        t.cancel()
+
+    async def bare_cycle(_i: int) -> None:
+        await asyncio.sleep(0)
+
+    await timeit("(reference: one event-loop turn, asyncio.sleep(0))", bare_cycle)
+    await timeit("disconnect watcher: ensure_future + start + cancel (incl. one loop turn)", watcher_cycle)
+    outcome = RequestOutcome()
+    outcome.status = 200
+    finish = hasattr(guard, "finish")
+    if finish:
+        await timeit(
+            "guard.finish(): log record + settle (one store batch), writer thread running",
+            lambda i: guard.finish(facts_proof[i], allow, outcome, 0.1, 0.2),
+        )
+    await timeit(
+        "guard.record() -> SQLite log queue (writer thread running)",
+        lambda i: guard.record(facts_proof[i], allow, outcome, 0.1, 0.2),
+    )
+    t0 = time.perf_counter()
+    await guard.close()
+    drain = time.perf_counter() - t0
+    print(f"  (closing the log drained the queue in {drain:.2f} s; {getattr(dlog, 'written', '?')} rows written)")
+    shutil.rmtree(tmp, ignore_errors=True)
+    total = sum(
+        us
+        for name, us in results
+        if name.startswith(
+            (
+                "new_request_id",
+                "read_body",
+                "build_facts",
+                "guard.check(): valid",
+                "Upstream._request",
+                "disconnect",
+                "guard.finish" if finish else "guard.record",
+            )
+        )
+    )
+    print(f"\nsum for one allowed request (tokenward's own steps): ~{total:.0f} µs")
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main())

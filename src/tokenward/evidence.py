@@ -1,0 +1,40 @@
+"""What the policy points at on disk, loaded once per policy: CIDR lists and JWT keys.
+
+Loading can take seconds (a million CIDRs) and reads files, so it happens when a policy
+is loaded — at start, and in a worker thread when the policy file changes — never on
+the request path. Problems are reported like any other policy problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .policy import Policy, PolicyError, Problem
+from .signals.identity import AccountResolver, IdentityConfigError
+from .signals.network import CidrListError, CidrLists, load_lists
+
+__all__ = ["Evidence", "prepare_evidence"]
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    lists: CidrLists
+    accounts: AccountResolver
+
+
+def prepare_evidence(policy: Policy, source: str = "policy") -> Evidence:
+    problems: list[Problem] = []
+    lists = CidrLists.empty()
+    try:
+        lists = load_lists(policy.network)
+    except CidrListError as exc:
+        problems.extend(Problem("network.lists", p) for p in exc.problems)
+    except OSError as exc:
+        problems.append(Problem("network.lists", f"cannot read: {exc}"))
+    try:
+        accounts = AccountResolver(policy.identity)
+    except (IdentityConfigError, OSError) as exc:
+        problems.append(Problem("identity", str(exc)))
+    if problems:
+        raise PolicyError(problems, source)
+    return Evidence(lists, accounts)
