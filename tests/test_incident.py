@@ -110,6 +110,7 @@ async def test_incident_replay(receiver: tuple[str, list[dict]]) -> None:
                 decision = await guard.check(f)
                 if decision.code == "challenge":  # under attack: clients re-solve a harder proof
                     await guard.finish(f, decision, RequestOutcome(), 0.1, 1.0)
+                    await guard.settled()
                     challenged += 1
                     f = facts(guard, i, ip, decision.challenge)  # type: ignore[arg-type]
                     decision = await guard.check(f)
@@ -121,6 +122,7 @@ async def test_incident_replay(receiver: tuple[str, list[dict]]) -> None:
                 elif decision.code == "spend_limit":
                     refused_by_breaker += 1
                 await guard.finish(f, decision, outcome, 0.1, 1.0)
+                await guard.settled()  # settling runs as its own task; with a fake clock, keep order
                 i += 1
             modes.append((clock.now, guard.spike.mode(CHAT)))
             minute += 1

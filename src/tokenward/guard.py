@@ -20,7 +20,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from .alerts import Alerter
@@ -158,6 +158,7 @@ class Guard:
         evidence: Evidence | None = None,
     ):
         self.policy = policy
+        self._engines = policy.engines()
         self.evidence = evidence if evidence is not None else prepare_evidence(policy)
         self.trusted = TrustedProxies(policy.trusted_proxies)
         self.store = store
@@ -184,6 +185,7 @@ class Guard:
         if policy.breaker != self.policy.breaker:
             self.breaker = SpendBreaker(policy.breaker)
         self.policy = policy
+        self._engines = policy.engines()
 
     # -- the pipeline ------------------------------------------------------------------
     async def check(self, facts: RequestFacts) -> Decision:
@@ -192,20 +194,32 @@ class Guard:
         if route is None or not route.protect:
             return Decision(Action.ALLOW, "route/unprotected")
         decision, plan = await self._judge(policy, facts, route)
-        if policy.mode_for(route) is Mode.SHADOW and not decision.forwards:
-            decision = replace(decision, shadow=True)
-        if plan is not None and (plan.inflight is not None or plan.counted or plan.reservation):
-            settle = plan.settle(forwarded=decision.forwards)
-            # The route's request rate (spike detection) counts attempts with a fresh
-            # proof, but not the re-solves that a harder challenge itself causes.
-            if plan.counts and decision.code != "challenge" and policy.spike.enabled:
-                settle += (policy.spike.requests_op(route.path),)
-            decision = replace(decision, settle=settle)
-        if decision.forwards and facts.call is not None:
-            decision = replace(decision, call=self._call_plan(facts.call, route, decision, plan))
-        return decision
+        changes: dict[str, Any] = {}
+        shadow = policy.mode_for(route) is Mode.SHADOW and not decision.forwards
+        if shadow:
+            changes["shadow"] = True
+        forwards = shadow or decision.forwards
+        if plan is not None:
+            if plan.reserve is not None:
+                changes["reserved_usd"], changes["model"] = plan.reserved, plan.model  # for the log
+                if plan.reservation is not None and forwards:
+                    changes["reservation"] = plan.reservation
+            if plan.inflight is not None or plan.counted or plan.reservation:
+                settle = plan.settle(forwarded=forwards)
+                # The route's request rate (spike detection) counts attempts with a fresh
+                # proof, but not the re-solves that a harder challenge itself causes.
+                if plan.counts and decision.code != "challenge" and policy.spike.enabled:
+                    settle += (policy.spike.requests_op(route.path),)
+                changes["settle"] = settle
+        if forwards and facts.call is not None:
+            changes["call"] = self._call_plan(
+                facts.call, route, decision, plan, bool(changes.get("reservation")), len(facts.body)
+            )
+        return decision.evolve(**changes) if changes else decision
 
-    def _call_plan(self, call: LLMCall, route: RouteSettings, decision: Decision, plan: _Plan | None) -> CallPlan:
+    def _call_plan(
+        self, call: LLMCall, route: RouteSettings, decision: Decision, plan: _Plan | None, reserved: bool, size: int
+    ) -> CallPlan:
         model = plan.model if plan is not None and plan.model else (call.model or route.model)
         loaded = plan is not None and plan.tokens_in is not None
         return plan_call(
@@ -214,8 +228,9 @@ class Guard:
             call.body,
             model=model,
             degrade=decision.degrade,
-            output_cap=self.policy.output_cap_for(route) if decision.reservation else None,
-            input_estimate=plan.tokens_in if plan is not None else None,
+            output_cap=self.policy.output_cap_for(route) if reserved else None,
+            # Without a reservation a cheap estimate will do (one token per 2 body bytes).
+            input_estimate=plan.tokens_in if plan is not None and plan.tokens_in is not None else (size + 1) // 2,
             count=self.estimator.counter(model) if loaded else bytes_estimate,
         )
 
@@ -272,7 +287,7 @@ class Guard:
             *identity_signals(account, facts, policy.identity, now=now, stats=self._identity_stats(plan, results)),
             *behaviour_signals(history, policy.behaviour),
         ]
-        engine = policy.engine_for(route)
+        engine = self._engines.get(route.path) or policy.engine_for(route)
         risk = engine.assess(
             signals,
             RuleInput(
@@ -302,12 +317,7 @@ class Guard:
                 return self._spend_limit(self.breaker.check(now).retry_after), plan
             if not budget.ok:
                 plan.reservation = None
-        decision = self._decide(policy, route, outcome, signals, risk, over, budget, under_attack)
-        if plan.reservation is not None and decision.forwards:
-            decision = replace(decision, reservation=plan.reservation, reserved_usd=plan.reserved, model=plan.model)
-        elif plan.reserve is not None:
-            decision = replace(decision, reserved_usd=plan.reserved, model=plan.model)  # what it would have cost
-        return decision, plan
+        return self._decide(policy, route, outcome, signals, risk, over, budget, under_attack), plan
 
     def _verify(self, policy: Policy, facts: RequestFacts, route: RouteSettings) -> ProofClaims | ProofFailure | None:
         header = facts.header("tokenward-proof")
@@ -560,8 +570,9 @@ class Guard:
         decision_ms: float, total_ms: float,
     ) -> None:  # fmt: skip
         """Log the decision, then settle the request in one batch (release its
-        concurrency slot). Logging comes first and settling is shielded: a cancelled
-        request (client gone) still leaves both done."""
+        concurrency slot, commit its spend). Settling runs as its own task, not awaited
+        here: a cancelled request (client gone) still settles, and the response is never
+        held up by it. ``close()`` waits for the tasks still running."""
         cost = self.cost(decision, outcome)
         self.record(facts, decision, outcome, decision_ms, total_ms, cost)
         ops = list(decision.settle)
@@ -574,7 +585,6 @@ class Guard:
             task = asyncio.ensure_future(self._settle(ops, route))
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
-            await asyncio.shield(task)
 
     def cost(self, decision: Decision, outcome: RequestOutcome) -> float | None:
         """Dollars the upstream call cost (exact usage when the upstream reported it)."""
@@ -582,6 +592,11 @@ class Guard:
             return None
         model = outcome.model or decision.model
         return self.policy.prices.cost(model, outcome.usage.input_tokens, outcome.usage.output_tokens)
+
+    async def settled(self) -> None:
+        """Wait until every request that finished has settled (tests, shutdown)."""
+        while self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
 
     async def _settle(self, ops: list[Op], route: str | None = None) -> None:
         try:
@@ -731,8 +746,7 @@ class Guard:
             await asyncio.to_thread(self.estimator.warm, None)
 
     async def close(self) -> None:
-        if self._settling:
-            await asyncio.gather(*self._settling, return_exceptions=True)
+        await self.settled()
         await self.alerter.close()
         try:
             if self.log is not None:

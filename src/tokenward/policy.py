@@ -303,6 +303,11 @@ class Policy(_Strict):
                 return engine
         return self._default_engine
 
+    def engines(self) -> dict[str, RiskEngine]:
+        """Every protected route's engine by path (callers cache it: private attributes
+        of pydantic models are slow to reach on the request path)."""
+        return dict(self._engines)
+
     def output_cap_for(self, route: RouteSettings) -> int:
         return self.money.max_output_tokens if route.max_output_tokens is None else route.max_output_tokens
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,6 @@ COLUMNS = (
 )  # fmt: skip
 _JSON_COLUMNS = {"reasons", "signals", "proof", "risk"}
 _INSERT = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-_STOP = object()
 
 
 def _row(rec: DecisionRecord) -> tuple[Any, ...]:
@@ -102,7 +101,12 @@ class SQLiteLog:
         self.path = Path(path)
         self._batch = batch
         self._interval = flush_interval
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._max_queue = max_queue
+        # A deque, not a queue.Queue: appending is one atomic operation that wakes no
+        # thread, so the request path does not hand the GIL to the writer per decision.
+        self._pending: deque[DecisionRecord] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -111,6 +115,7 @@ class SQLiteLog:
     async def start(self) -> None:
         if self._thread is not None:
             return
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="tokenward-log", daemon=True)
         self._thread.start()
         await asyncio.to_thread(self._ready.wait)
@@ -118,16 +123,21 @@ class SQLiteLog:
             raise RuntimeError(f"cannot open decision log {self.path}: {self._error}")
 
     def record(self, rec: DecisionRecord) -> None:
-        try:
-            self._queue.put_nowait(rec)
-        except queue.Full:
+        pending = self._pending
+        pending.append(rec)
+        if len(pending) >= self._batch:
+            self._wake.set()
+        if len(pending) > self._max_queue and self._thread is not None:
             log.warning("decision log writer is behind; applying backpressure")
-            self._queue.put(rec)
+            while len(pending) > self._max_queue // 2 and self._thread is not None and self._thread.is_alive():
+                self._wake.set()
+                time.sleep(0.005)
 
     async def close(self) -> None:
         if self._thread is None:
             return
-        self._queue.put(_STOP)
+        self._stopping = True
+        self._wake.set()
         await asyncio.to_thread(self._thread.join)
         self._thread = None
 
@@ -153,41 +163,21 @@ class SQLiteLog:
             self._ready.set()
             return
         self._ready.set()
-        stopping = False
-        while not stopping:
-            # Block for the first record, then gather more for up to flush_interval (or
-            # until the batch is full): one transaction per batch, not per decision.
-            item = self._queue.get()
-            batch: list[DecisionRecord] = []
-            deadline = time.monotonic() + self._interval
-            while True:
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
-                remaining = deadline - time.monotonic()
-                if len(batch) >= self._batch or remaining <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
-            if batch:
+        pending = self._pending
+        while True:
+            # Wake every flush_interval (or when a batch is full, or to stop), then write
+            # what is pending in batches: one transaction per batch, not per decision.
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            stopping = self._stopping
+            while pending:
+                batch = [pending.popleft() for _ in range(min(self._batch, len(pending)))]
                 try:
                     self._write(conn, batch)
                 except Exception:  # the writer must outlive any one bad batch
                     log.exception("decision log writer error")
-        # Drain anything queued after the stop marker (records made during shutdown).
-        rest = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
+            if stopping:
                 break
-            if item is not _STOP:
-                rest.append(item)
-        if rest:
-            self._write(conn, rest)
         conn.close()
 
     def _write(self, conn: sqlite3.Connection, batch: list[DecisionRecord]) -> None:

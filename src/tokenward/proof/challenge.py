@@ -19,6 +19,7 @@ import hmac
 import secrets
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .keys import KEY_ID_SIZE, KeyRing
@@ -48,6 +49,7 @@ _EMPTY_SHA = hashlib.sha256(b"").digest()
 assert _HEAD.size == 1 + KEY_ID_SIZE + 8 + 4 + 1 + 16 + 16  # layout sanity at import time
 
 
+@lru_cache(maxsize=1024)
 def route_tag(route: str) -> bytes:
     return hashlib.sha256(b"tokenward/route/" + route.encode()).digest()[:16]
 

@@ -61,16 +61,26 @@
 
   if (root.tokenward && root.tokenward.protocol === 1) return; // loaded twice: keep the first
 
-  const VERSION = "0.1.0";
+  const VERSION = "0.2.0";
   const PROOF_HEADER = "Tokenward-Proof";
   const SIGNALS_HEADER = "Tokenward-Signals";
+  const DEVICE_HEADER = "Tokenward-Device";
+  const DEVICE_ROUTE = "/.tokenward/device";
+  const DEVICE_CONTEXT = "tokenward-device-v1"; // first part of every signed message
+  const DB_NAME = "tokenward"; // IndexedDB database (page origin) holding the device key
+  const DB_STORE = "device"; // its object store: KEY_RECORD and one "reg:<url>" per gateway
+  const KEY_RECORD = "key-v1";
+  const DEVICE_RETRY_MS = 60000; // after a failed registration (network, 5xx), try again later
   const STALE_SECONDS = 5; // a prefetched challenge this close to expiry is discarded
   const WORKER_CHUNK = 8192; // nonces per worker task: ~3 ms, one progress message each
   const MAIN_SLICE_MS = 12; // main-thread fallback: work this long, then yield to the page
   const WORKER_START_TIMEOUT_MS = 3000;
 
   // Set by tokenward.configure(); workers: undefined = min(2, hardwareConcurrency).
-  const config = { base: "", routes: null, signals: null, workers: undefined };
+  const config = {
+    base: "", routes: null, signals: true, workers: undefined,
+    device: true, deviceTtlDays: 25, deviceWaitMs: 2000,
+  };
 
   // Captured at load time so that a page doing `window.fetch = tokenward.fetch` does not
   // make our own challenge requests recurse into the SDK.
@@ -574,6 +584,356 @@
   }
 
   // ---------------------------------------------------------------------------------
+  // Device key (docs/protocol.md §4.2): an ECDSA P-256 key pair made by WebCrypto with a
+  // non-extractable private key, kept in IndexedDB (structured clone keeps the CryptoKey
+  // objects; the private key's bytes never reach JavaScript), registered once per
+  // gateway with a proved POST /.tokenward/device, then used to sign every proved request.
+  // Any failure (no IndexedDB or WebCrypto, registration refused) means: no device header.
+  // ---------------------------------------------------------------------------------
+  let dbPromise = null;
+  let deviceGen = 0; // bumped when the gateway changes or the key is forgotten
+  let devicePromise = null; // Promise<device | null> for the current generation
+  let deviceOff = false; // this page cannot have a device here (no storage/crypto, not offered)
+  let deviceRetryAt = 0; // after a transient registration failure
+  let deviceRefresh = null; // a re-registration of a stale registration, in the background
+
+  function permanent(reason) {
+    const e = new Error("tokenward device: " + reason);
+    e.permanent = true;
+    return e;
+  }
+
+  function idbDone(req) {
+    return new Promise((resolve, reject) => {
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+  }
+
+  function txDone(tx) {
+    return new Promise((resolve, reject) => {
+      tx.oncomplete = () => resolve();
+      tx.onerror = tx.onabort = () => reject(tx.error || new Error("IndexedDB transaction aborted"));
+    });
+  }
+
+  function openDb() {
+    if (!dbPromise) {
+      dbPromise = new Promise((resolve, reject) => {
+        const req = root.indexedDB.open(DB_NAME, 1); // throws where storage is blocked
+        req.onupgradeneeded = () => req.result.createObjectStore(DB_STORE);
+        req.onsuccess = () => {
+          const db = req.result;
+          db.onversionchange = () => { db.close(); dbPromise = null; };
+          resolve(db);
+        };
+        req.onerror = () => reject(req.error);
+      });
+      dbPromise.catch(() => { dbPromise = null; });
+    }
+    return dbPromise;
+  }
+
+  async function dbGet(key) {
+    const db = await openDb();
+    return idbDone(db.transaction(DB_STORE, "readonly").objectStore(DB_STORE).get(key));
+  }
+
+  async function dbPut(key, value) {
+    const db = await openDb();
+    const tx = db.transaction(DB_STORE, "readwrite");
+    tx.objectStore(DB_STORE).put(value, key);
+    return txDone(tx);
+  }
+
+  function validKeyRecord(rec) {
+    return !!(rec && rec.v === 1 && typeof rec.id === "string" && typeof rec.spki === "string" &&
+      rec.keys && rec.keys.privateKey && typeof CryptoKey !== "undefined" &&
+      rec.keys.privateKey instanceof CryptoKey);
+  }
+
+  // The page's device key, made on first use. Two tabs making one at the same time agree
+  // on whichever was stored first (the check and the write are one transaction).
+  async function loadDeviceKey() {
+    const stored = await dbGet(KEY_RECORD);
+    if (validKeyRecord(stored)) return stored;
+    const keys = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, false, ["sign", "verify"]);
+    const spki = new Uint8Array(await crypto.subtle.exportKey("spki", keys.publicKey));
+    const id = b64url((await sha256(spki)).subarray(0, 16));
+    const fresh = { v: 1, keys, spki: b64url(spki), id, created: Date.now() };
+    const db = await openDb();
+    const tx = db.transaction(DB_STORE, "readwrite");
+    const store = tx.objectStore(DB_STORE);
+    let result = fresh;
+    const get = store.get(KEY_RECORD);
+    get.onsuccess = () => {
+      if (validKeyRecord(get.result)) result = get.result; else store.put(fresh, KEY_RECORD);
+    };
+    await txDone(tx);
+    return result;
+  }
+
+  function registrationKey() {
+    return "reg:" + new URL(config.base + DEVICE_ROUTE, root.location ? root.location.href : undefined).href;
+  }
+
+  function deviceTtlMs() {
+    return config.deviceTtlDays * 86400000;
+  }
+
+  async function deviceChallenge() {
+    const r = await nativeFetch(config.base + "/.tokenward/challenge", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ route: DEVICE_ROUTE }),
+      credentials: "same-origin",
+      cache: "no-store",
+    });
+    // 400/404: this gateway (or this version of it) offers no device registration.
+    if (r.status === 400 || r.status === 404) throw permanent("registration not offered (" + r.status + ")");
+    const c = r.ok ? await r.json() : null;
+    if (!isChallenge(c)) throw new Error("tokenward device: no challenge (" + r.status + ")");
+    return c;
+  }
+
+  // POST /.tokenward/device with a proof over the exact body; once more with the
+  // challenge of a 401 (expired, replayed). Records the registration on success.
+  async function registerDevice(dev) {
+    const t0 = performance.now();
+    const body = '{"public_key": "' + dev.spki + '"}';
+    let c = await deviceChallenge();
+    let hashes = 0;
+    for (let attempt = 0; attempt < 2 && c; attempt++) {
+      const r = await solve(c.challenge, body, c.difficulty, null);
+      hashes += r.hashes;
+      const response = await nativeFetch(config.base + DEVICE_ROUTE, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", [PROOF_HEADER]: "v1." + c.challenge + "." + r.nonce },
+        body,
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+      if (response.ok) {
+        const j = await response.json().catch(() => null);
+        if (!j || j.device !== dev.id) throw permanent("the gateway named the device " + (j && j.device));
+        dev.registeredAt = Date.now();
+        dev.registration = { ms: performance.now() - t0, hashes, difficulty: c.difficulty };
+        try { await dbPut(dev.regKey, { id: dev.id, at: dev.registeredAt }); } catch (_) { /* next load registers again */ }
+        return dev;
+      }
+      if (response.status === 400 || response.status === 404 || response.status === 405) {
+        throw permanent("registration refused (" + response.status + ")");
+      }
+      c = await challengeFrom(response);
+    }
+    throw new Error("tokenward device: registration failed");
+  }
+
+  async function prepareDevice() {
+    let rec, regKey, reg;
+    try {
+      if (!root.crypto || !crypto.subtle || !root.indexedDB) throw new Error("no WebCrypto or IndexedDB");
+      rec = await loadDeviceKey();
+      regKey = registrationKey();
+      reg = await dbGet(regKey);
+    } catch (e) {
+      throw permanent((e && e.message) || String(e));
+    }
+    const dev = {
+      id: rec.id, privateKey: rec.keys.privateKey, spki: rec.spki, regKey,
+      registeredAt: 0, registration: null,
+    };
+    const now = Date.now();
+    if (reg && reg.id === dev.id && typeof reg.at === "number" && reg.at <= now && now - reg.at < deviceTtlMs()) {
+      dev.registeredAt = reg.at;
+      return dev;
+    }
+    return registerDevice(dev);
+  }
+
+  // Promise<device | null>; never rejects. Starts (or joins) the key's loading and
+  // registration for the current gateway.
+  function getDevice() {
+    if (!config.device || deviceOff) return Promise.resolve(null);
+    if (!devicePromise) {
+      if (Date.now() < deviceRetryAt) return Promise.resolve(null);
+      const gen = deviceGen;
+      const p = prepareDevice().catch((e) => {
+        if (gen === deviceGen) {
+          if (e && e.permanent) deviceOff = true; else deviceRetryAt = Date.now() + DEVICE_RETRY_MS;
+          if (devicePromise === p) devicePromise = null;
+        }
+        return null;
+      });
+      devicePromise = p;
+      return p;
+    }
+    // A registration older than deviceTtlDays is renewed in the background (the gateway
+    // may have dropped the key); meanwhile the same key keeps signing.
+    return devicePromise.then((dev) => {
+      if (dev && !deviceRefresh && Date.now() - dev.registeredAt >= deviceTtlMs()) {
+        const gen = deviceGen;
+        deviceRefresh = registerDevice(dev).then(
+          () => { if (gen === deviceGen) deviceRefresh = null; },
+          () => setTimeout(() => { if (gen === deviceGen) deviceRefresh = null; }, DEVICE_RETRY_MS));
+      }
+      return dev;
+    });
+  }
+
+  function resetDevice() {
+    deviceGen++;
+    devicePromise = null;
+    deviceOff = false;
+    deviceRetryAt = 0;
+    deviceRefresh = null;
+  }
+
+  function deviceInfo(dev) {
+    return dev ? { id: dev.id, registeredAt: dev.registeredAt, registration: dev.registration } : null;
+  }
+
+  // Resolves with p's value, or with null after `ms` milliseconds.
+  function within(p, ms) {
+    if (!(ms > 0)) return Promise.race([p, Promise.resolve(null)]);
+    let timer;
+    const late = new Promise((resolve) => { timer = setTimeout(() => resolve(null), ms); });
+    return Promise.race([p, late]).finally(() => clearTimeout(timer));
+  }
+
+  // utf8("tokenward-device-v1") || 0x00 || utf8(proof header value) || 0x00 || SHA-256(body)
+  async function signRequest(dev, proofValue, bodySha) {
+    const ctx = utf8.encode(DEVICE_CONTEXT);
+    const proof = utf8.encode(proofValue);
+    const msg = new Uint8Array(ctx.length + 1 + proof.length + 1 + 32);
+    msg.set(ctx, 0);
+    msg.set(proof, ctx.length + 1);
+    msg.set(bodySha, ctx.length + proof.length + 2);
+    const sig = await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, dev.privateKey, msg);
+    return "v1." + dev.id + "." + b64url(new Uint8Array(sig)); // WebCrypto gives raw r||s
+  }
+
+  // ---------------------------------------------------------------------------------
+  // Input evidence (docs/protocol.md §4.1 `input`): counts of trusted keyboard, paste
+  // and focus events in the tracked fields. Counts only: the text is never read, except
+  // for its length (pasted text: its length, read inside the paste event).
+  // ---------------------------------------------------------------------------------
+  const trackers = []; // {owns(node) -> bool, elements() -> Element[]}
+  const input = { keys: 0, pastes: 0, pastedChars: 0, focusMs: 0, focusedAt: null, lastLen: 0 };
+  let listening = false;
+
+  function eventTarget(e) {
+    const path = typeof e.composedPath === "function" ? e.composedPath() : null;
+    return path && path.length ? path[0] : e.target;
+  }
+
+  function isTracked(node) {
+    if (!node || node.nodeType !== 1) return false;
+    for (const t of trackers) if (t.owns(node)) return true;
+    return false;
+  }
+
+  function textLength(el) {
+    if (typeof el.value === "string") return el.value.length;
+    if (el.isContentEditable) return (el.innerText || "").length;
+    return 0;
+  }
+
+  // Keys that type or delete text: one character, Backspace/Delete/Enter, and the
+  // placeholders of IME composition and virtual keyboards. Shortcuts (Ctrl/Cmd) are not
+  // typing, except AltGr (reported as Ctrl+Alt on Windows) which types characters.
+  function typesText(e) {
+    if (e.metaKey) return false;
+    if (e.ctrlKey && !(e.getModifierState && e.getModifierState("AltGraph"))) return false;
+    const k = e.key;
+    if (typeof k !== "string") return false;
+    if (k.length === 1 || (k.length === 2 && k.codePointAt(0) > 0xffff)) return true;
+    return k === "Backspace" || k === "Delete" || k === "Enter" || k === "Process" || k === "Unidentified";
+  }
+
+  const inputListeners = {
+    keydown(e) {
+      if (e.isTrusted && isTracked(eventTarget(e)) && typesText(e)) input.keys++;
+    },
+    paste(e) {
+      if (!e.isTrusted || !isTracked(eventTarget(e))) return;
+      input.pastes++;
+      try { input.pastedChars += e.clipboardData ? e.clipboardData.getData("text").length : 0; } catch (_) { /* */ }
+    },
+    drop(e) {
+      if (!e.isTrusted || !isTracked(eventTarget(e))) return;
+      input.pastes++;
+      try { input.pastedChars += e.dataTransfer ? e.dataTransfer.getData("text").length : 0; } catch (_) { /* */ }
+    },
+    input(e) {
+      const el = eventTarget(e);
+      if (isTracked(el)) input.lastLen = textLength(el);
+    },
+    focusin(e) {
+      if (isTracked(eventTarget(e)) && input.focusedAt === null) input.focusedAt = performance.now();
+    },
+    focusout(e) {
+      if (isTracked(eventTarget(e)) && input.focusedAt !== null) {
+        input.focusMs += performance.now() - input.focusedAt;
+        input.focusedAt = null;
+      }
+    },
+  };
+
+  function listen() {
+    if (listening || typeof document === "undefined") return;
+    listening = true;
+    for (const name of Object.keys(inputListeners)) {
+      document.addEventListener(name, inputListeners[name], { capture: true, passive: true });
+    }
+  }
+
+  function trackInput(target) {
+    let tracker;
+    if (typeof target === "string") {
+      if (typeof document === "undefined") throw new TypeError("tokenward.trackInput: no document");
+      document.querySelector(target); // throws a SyntaxError for an invalid selector now
+      tracker = {
+        owns: (node) => !!(node.closest && node.closest(target)),
+        elements: () => Array.from(document.querySelectorAll(target)),
+      };
+    } else if (target && target.nodeType === 1) {
+      tracker = { owns: (node) => target.contains(node), elements: () => [target] };
+    } else {
+      throw new TypeError("tokenward.trackInput: expected an element or a CSS selector");
+    }
+    trackers.push(tracker);
+    listen();
+    const active = typeof document !== "undefined" ? document.activeElement : null;
+    if (active && tracker.owns(active) && input.focusedAt === null) input.focusedAt = performance.now();
+    return function untrack() {
+      const i = trackers.indexOf(tracker);
+      if (i >= 0) trackers.splice(i, 1);
+    };
+  }
+
+  // The counts for the current prompt, or undefined when no field is tracked. `chars` is
+  // the fields' current length; an app that empties the field before sending (as chat
+  // pages do) gets the length after the last edit instead; unknown (0) is left out, and
+  // the gateway then measures the prompt in the request body.
+  function inputSnapshot() {
+    if (!trackers.length) return undefined;
+    let chars = 0;
+    for (const t of trackers) for (const el of t.elements()) chars += textLength(el);
+    if (!chars) chars = input.lastLen;
+    const focus = input.focusMs + (input.focusedAt !== null ? performance.now() - input.focusedAt : 0);
+    const out = { keys: input.keys, pastes: input.pastes, pasted_chars: input.pastedChars, focus_ms: Math.round(focus) };
+    if (chars > 0) out.chars = chars;
+    return out;
+  }
+
+  // A new prompt starts once a request has carried the counts.
+  function resetInput() {
+    input.keys = input.pastes = input.pastedChars = input.focusMs = input.lastLen = 0;
+    if (input.focusedAt !== null) input.focusedAt = performance.now();
+  }
+
+  // ---------------------------------------------------------------------------------
   // fetch
   // ---------------------------------------------------------------------------------
   function isProtected(method, path) {
@@ -668,6 +1028,7 @@
       if (/Chrome\//.test(nav.userAgent || "") && !root.chrome) marks.push("no-window-chrome");
       return marks;
     });
+    put("input", inputSnapshot);
     put("prev", () => {
       const p = tokenward.lastProof;
       return p ? { ms: Math.round(p.solveMs), hashes: p.hashes, workers: p.workers, difficulty: p.difficulty }
@@ -696,49 +1057,83 @@
     }
   }
 
-  async function twFetch(input, init) {
+  async function twFetch(resource, init) {
     init = init || {};
-    const isRequest = typeof Request !== "undefined" && input instanceof Request;
-    const method = String(init.method || (isRequest ? input.method : "GET")).toUpperCase();
-    const url = new URL(isRequest ? input.url : String(input), root.location ? root.location.href : undefined);
+    const isRequest = typeof Request !== "undefined" && resource instanceof Request;
+    const method = String(init.method || (isRequest ? resource.method : "GET")).toUpperCase();
+    const url = new URL(isRequest ? resource.url : String(resource), root.location ? root.location.href : undefined);
     const route = url.pathname;
-    if (!isProtected(method, route)) return nativeFetch(input, init);
+    if (!isProtected(method, route)) return nativeFetch(resource, init);
 
+    const deadline = performance.now() + config.deviceWaitMs;
     let body = init.body;
-    if (body === undefined && isRequest) body = await input.clone().arrayBuffer();
+    if (body === undefined && isRequest) body = await resource.clone().arrayBuffer();
     // Encode first: a refused body (plain object) must fail before a challenge is spent.
     const serialized = await serializeBody(body);
     const bytes = serialized.bytes;
-    const headers = new Headers(init.headers !== undefined ? init.headers : (isRequest ? input.headers : undefined));
+    // Started now, so the key loads (and, the first time, registers) while this request
+    // gets its challenge and solves; it is awaited only to sign, after solving, and for
+    // at most deviceWaitMs from the start of the request.
+    const deviceReady = config.device && !unprotected.has(route) ? getDevice() : null;
+    const headers = new Headers(init.headers !== undefined ? init.headers : (isRequest ? resource.headers : undefined));
     if (serialized.type && !headers.has("Content-Type")) headers.set("Content-Type", serialized.type);
-    let signalsValue = null;
-    if (config.signals) {
+
+    // The signals header is fixed once, when the first challenge is in hand (it is
+    // hashed into the proof, and a retry must send the same value). A request that goes
+    // without a proof carries no signals and leaves the input counts for the next one.
+    let signalsValue; // undefined: not built yet; null: none
+    async function buildSignals() {
+      if (signalsValue !== undefined) return signalsValue;
+      signalsValue = null;
+      if (!config.signals) return null;
       const obj = config.signals === true ? collectSignals() : await config.signals();
       if (obj !== undefined && obj !== null) {
         signalsValue = b64url(utf8.encode(JSON.stringify(obj)));
-        headers.set(SIGNALS_HEADER, signalsValue);
+        if (obj.input !== undefined && trackers.length) resetInput();
+      }
+      return signalsValue;
+    }
+
+    let bodySha = null;
+    async function sign(proofValue) {
+      headers.delete(DEVICE_HEADER);
+      if (!deviceReady) return { device: null, signMs: null };
+      const dev = await within(deviceReady, deadline - performance.now());
+      if (!dev) return { device: null, signMs: null };
+      const t0 = performance.now();
+      try {
+        if (!bodySha) bodySha = await sha256(bytes || new Uint8Array(0));
+        headers.set(DEVICE_HEADER, await signRequest(dev, proofValue, bodySha));
+        return { device: dev.id, signMs: performance.now() - t0 };
+      } catch (_) {
+        return { device: null, signMs: null }; // never break the request over its device
       }
     }
 
     async function prove(c) {
-      if (!c) { headers.delete(PROOF_HEADER); return; }
-      const r = await solve(c.challenge, bytes, c.difficulty, signalsValue);
+      if (!c) { headers.delete(PROOF_HEADER); headers.delete(DEVICE_HEADER); return; }
+      const sv = await buildSignals();
+      if (sv) headers.set(SIGNALS_HEADER, sv); else headers.delete(SIGNALS_HEADER);
+      const r = await solve(c.challenge, bytes, c.difficulty, sv);
+      const proofValue = "v1." + c.challenge + "." + String(r.nonce);
+      headers.set(PROOF_HEADER, proofValue);
+      const signed = await sign(proofValue); // over the proof value: after solving
       tokenward.lastProof = {
         solveMs: r.solveMs, difficulty: c.difficulty, hashes: r.hashes, route, workers: r.workers,
+        device: signed.device, signMs: signed.signMs,
       };
-      headers.set(PROOF_HEADER, "v1." + c.challenge + "." + String(r.nonce));
     }
     function send() {
       // The same bytes on a retry: fetch copies the body when the request is created.
       // A Request input keeps its other properties (mode, credentials, ...) because
       // init overrides only what is set here.
       const opts = Object.assign({}, init, { method, headers, body: bytes });
-      return nativeFetch(input, opts);
+      return nativeFetch(resource, opts);
     }
 
     // A solve cannot be interrupted, but an aborted request must not be sent after it.
     const checkAbort = () => {
-      const signal = init.signal || (isRequest ? input.signal : null);
+      const signal = init.signal || (isRequest ? resource.signal : null);
       if (signal && signal.aborted) throw signal.reason || new DOMException("Aborted", "AbortError");
     };
     checkAbort();
@@ -766,22 +1161,57 @@
     if ("signals" in opts) {
       const sig = opts.signals;
       if (sig != null && sig !== false && sig !== true && typeof sig !== "function") {
-        throw new TypeError("tokenward.configure: signals must be a function, true or null");
+        throw new TypeError("tokenward.configure: signals must be true, false or a function");
       }
       config.signals = sig || null;
+    }
+    if ("device" in opts) {
+      if (typeof opts.device !== "boolean") throw new TypeError("tokenward.configure: device must be true or false");
+      config.device = opts.device;
+    }
+    if ("deviceTtlDays" in opts) {
+      const days = Number(opts.deviceTtlDays);
+      if (!(days > 0)) throw new TypeError("tokenward.configure: deviceTtlDays must be a positive number");
+      config.deviceTtlDays = days;
+    }
+    if ("deviceWaitMs" in opts) {
+      const ms = Number(opts.deviceWaitMs);
+      if (!(ms >= 0)) throw new TypeError("tokenward.configure: deviceWaitMs must be >= 0");
+      config.deviceWaitMs = ms;
     }
     if ("workers" in opts && opts.workers !== config.workers) {
       config.workers = opts.workers;
       resetPool();
     }
-    if ("base" in opts) { ready.clear(); unprotected.clear(); } // another gateway
+    if ("base" in opts) { ready.clear(); unprotected.clear(); resetDevice(); } // another gateway
     if (config.routes) config.routes.forEach(prefetch);
+    // Register in the background, so that the first request does not wait for it.
+    if (config.device && (opts.device === true || (opts.routes && opts.routes.length))) getDevice();
     return tokenward;
+  }
+
+  // tokenward.device() -> Promise<{id, registeredAt, registration} | null>
+  function device() {
+    return getDevice().then(deviceInfo);
+  }
+
+  // Deletes this page origin's device key and registrations; the next request makes a new key.
+  async function forgetDevice() {
+    resetDevice();
+    try {
+      const db = await openDb();
+      const tx = db.transaction(DB_STORE, "readwrite");
+      tx.objectStore(DB_STORE).clear();
+      await txDone(tx);
+    } catch (_) { /* nothing stored */ }
   }
 
   // Start the workers when the page is idle, so that the first proof does not pay for
   // their start-up (a pool that is never used costs only their memory).
-  function warmUp() { if (workerCount() > 0) getPool(); }
+  function warmUp() {
+    if (workerCount() > 0) getPool();
+    if (config.signals === true) webgl(); // the one slow part of the built-in report
+  }
   if (typeof root.requestIdleCallback === "function") {
     root.requestIdleCallback(warmUp, { timeout: 2000 });
   } else {
@@ -795,6 +1225,9 @@
     configure,
     solve,
     collectSignals,
+    trackInput,
+    device,
+    forgetDevice,
     lastProof: null,
   };
   root.tokenward = tokenward;

@@ -72,7 +72,7 @@ def open_store(uri: str) -> Store:
             if not value.isdigit() or int(value) < 1:
                 raise ValueError(f"memory store option {name} must be a positive integer, got {value!r}")
             options[name] = int(value)
-        return MemoryStore(max_used=options.get("max_used", 500_000), max_keys=options.get("max_keys", 200_000))
+        return MemoryStore(max_used=options.get("max_used", 500_000), max_keys=options.get("max_keys", 100_000))
     if parts.scheme in _REDIS_SCHEMES:
         from .redis import open_redis_store  # redis-py is the `redis` extra
 

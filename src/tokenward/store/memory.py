@@ -88,12 +88,18 @@ class _LRU:
         self._table.move_to_end(key)
         return item
 
-    def put(self, key: str, item: Any) -> None:
+    def put(self, key: str, item: Any, now: float | None = None) -> None:
         if key in self._table:
             self._table.move_to_end(key)
-        elif len(self._table) >= self._cap:
-            self._table.popitem(last=False)
+        else:
+            if now is not None:
+                self.sweep(now)  # lazy expiry: a few old entries go whenever one comes in
+            if len(self._table) >= self._cap:
+                self._table.popitem(last=False)
         self._table[key] = item
+
+    def pop(self, key: str) -> None:
+        self._table.pop(key, None)
 
     def sweep(self, now: float) -> None:
         table = self._table
@@ -120,7 +126,7 @@ class MemoryStore(StoreMethods):
         self,
         *,
         max_used: int = 500_000,
-        max_keys: int = 200_000,
+        max_keys: int = 100_000,
         clock: Callable[[], float] = time.time,
     ):
         self._clock = clock
@@ -180,13 +186,12 @@ class MemoryStore(StoreMethods):
 
     # -- sliding-window counters ---------------------------------------------------
     def _hit(self, op: Hit, now: float) -> WindowResult:
-        self._windows.sweep(now)
         window, cost, limit = op.window, op.cost, op.limit
         index = math.floor(now / window)
         w = self._windows.get(op.key, now)
         if w is None:
             w = _Window(index, 0.0, 0.0, 0.0)
-            self._windows.put(op.key, w)
+            self._windows.put(op.key, w, now)
         if index != w.index:
             w.previous = w.current if index == w.index + 1 else 0.0
             w.current = 0.0
@@ -202,7 +207,6 @@ class MemoryStore(StoreMethods):
     # -- budgets ---------------------------------------------------------------------
     def _reserve(self, op: Reserve, now: float) -> ReserveResult:
         self._expire_holds(now)
-        self._buckets.sweep(now)
         names = []
         for b in op.budgets:
             index = math.floor(now / b.window)
@@ -215,7 +219,7 @@ class MemoryStore(StoreMethods):
         for name, window_end in names:
             bucket = self._buckets.get(name, now)
             if bucket is None:
-                self._buckets.put(name, _Entry(op.amount, window_end))
+                self._buckets.put(name, _Entry(op.amount, window_end), now)
             else:
                 bucket.value += op.amount
         hold = _Hold(tuple(n for n, _ in names), op.amount, now + op.ttl)
@@ -248,11 +252,10 @@ class MemoryStore(StoreMethods):
 
     # -- sets, counters, blobs, cadences ---------------------------------------------
     def _distinct(self, op: Distinct, now: float) -> int:
-        self._sets.sweep(now)
         entry = self._sets.get(op.key, now)
         if entry is None:
             entry = _Entry({}, 0.0)
-            self._sets.put(op.key, entry)
+            self._sets.put(op.key, entry, now)
         members: dict[str, float] = entry.value
         members.pop(op.member, None)
         members[op.member] = now  # insertion order = last-seen order
@@ -265,10 +268,12 @@ class MemoryStore(StoreMethods):
         return len(members)
 
     def _inflight(self, op: Inflight, now: float) -> int:
-        self._counters.sweep(now)
         entry = self._counters.get(op.key, now)
         value = max(0, (entry.value if entry is not None else 0) + op.delta)
-        self._counters.put(op.key, _Entry(value, now + op.ttl))
+        if value == 0:
+            self._counters.pop(op.key)  # an idle client holds no memory
+        else:
+            self._counters.put(op.key, _Entry(value, now + op.ttl), now)
         return value
 
     def _get(self, op: Get, now: float) -> bytes | None:
@@ -276,17 +281,15 @@ class MemoryStore(StoreMethods):
         return None if entry is None else entry.value
 
     def _put(self, op: Put, now: float) -> bool:
-        self._blobs.sweep(now)
         if op.only_new and self._blobs.get(op.key, now) is not None:
             return False
-        self._blobs.put(op.key, _Entry(op.value, now + op.ttl))
+        self._blobs.put(op.key, _Entry(op.value, now + op.ttl), now)
         return True
 
     def _cadence(self, op: Cadence, now: float) -> CadenceResult:
-        self._cadences.sweep(now)
         entry = self._cadences.get(op.key, now)
         if entry is None:
-            self._cadences.put(op.key, _Entry([now, 1, 0.0, 0.0], now + op.ttl))
+            self._cadences.put(op.key, _Entry([now, 1, 0.0, 0.0], now + op.ttl), now)
             return CadenceResult(1, 0.0, 0.0)
         last, count, mean, var = entry.value
         interval = max(0.0, now - last)
@@ -303,11 +306,10 @@ class MemoryStore(StoreMethods):
         return CadenceResult(count, mean, math.sqrt(var) / mean if mean > 0 else 0.0)
 
     def _append(self, op: Append, now: float) -> int:
-        self._lists.sweep(now)
         entry = self._lists.get(op.key, now)
         if entry is None:
             entry = _Entry([], 0.0)
-            self._lists.put(op.key, entry)
+            self._lists.put(op.key, entry, now)
         items: list[bytes] = entry.value
         items.append(op.item)
         if len(items) > op.max_items:
@@ -320,12 +322,11 @@ class MemoryStore(StoreMethods):
         return [] if entry is None else list(entry.value)
 
     def _rate(self, op: Rate, now: float) -> RateResult:
-        self._rates.sweep(now)
         index = math.floor(now / op.bucket)
         entry = self._rates.get(op.key, now)
         if entry is None:
             entry = _Entry([index, 0.0, 0.0, 0.0, 0], 0.0)  # index, current, previous, baseline, n
-            self._rates.put(op.key, entry)
+            self._rates.put(op.key, entry, now)
         state = entry.value
         if index != state[0]:
             alpha = 1.0 - 0.5 ** (op.bucket / op.half_life)
