@@ -95,8 +95,12 @@ def demo_upstream() -> Iterator[Upstream]:
     stop(proc)
 
 
-def start_gateway(tmp_path: Path, upstream: str, policy: dict | None = None, name: str = "gw") -> GatewayProc:
-    key = secrets.token_bytes(32)
+def start_gateway(
+    tmp_path: Path, upstream: str, policy: dict | None = None, name: str = "gw", key: bytes | None = None
+) -> GatewayProc:
+    """``tokenward serve`` with a temp policy (``policy`` overrides the defaults below).
+    Instances given the same ``key`` accept each other's challenges."""
+    key = key or secrets.token_bytes(32)
     db = tmp_path / f"{name}.db"
     data = {
         "log": f"sqlite:///{db}",

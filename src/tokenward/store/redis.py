@@ -144,8 +144,8 @@ class RedisStore(StoreMethods):
         client: Redis | RedisCluster,
         *,
         prefix: str = "tw:",
-        timeout: float = 0.5,
-        max_connections: int = 64,
+        timeout: float = 1.0,
+        max_connections: int = 256,
         retries: int = 2,
         clock: Callable[[], float] | None = None,
         description: str = "redis",
@@ -447,7 +447,7 @@ def open_redis_store(uri: str, *, clock: Callable[[], float] | None = None) -> R
       ``rediss+sentinel://`` (TLS to the master; the credentials are the master's)
 
     Query options: ``prefix`` (default ``tw:``), ``timeout`` seconds for connecting and
-    for each reply (default 0.5), ``max_connections`` (default 64), and with TLS
+    for each reply (default 1.0), ``max_connections`` (default 256), and with TLS
     ``ssl_ca_certs`` (a CA file) and ``ssl_cert_reqs`` (none/optional/required).
     Nothing connects until the first operation.
     """
@@ -465,8 +465,8 @@ def open_redis_store(uri: str, *, clock: Callable[[], float] | None = None) -> R
     username, _, password = userinfo.partition(":")
     default_port = 26379 if kind == "sentinel" else 6379
     hosts = [_host_port(item, default_port, uri) for item in hostlist.split(",")]
-    timeout = options.get("timeout", 0.5)
-    max_connections = options.get("max_connections", 64)
+    timeout = options.get("timeout", 1.0)
+    max_connections = options.get("max_connections", 256)
     common: dict[str, Any] = {
         "username": unquote(username) or None,
         "password": unquote(password) or None,
