@@ -24,7 +24,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,9 +173,8 @@ def main() -> int:
     print(f"\nstores and accounting, JSON c16, {args.duration:g} s x {args.rounds} rounds (median)")
     print(f"{'target':<16} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU µs/req':>17}")
     for name in results:
-        print(
-            f"{name:<16} {med(name, 'rps'):8.0f} {med(name, 'p50_ms'):8.2f} {med(name, 'p99_ms'):8.2f} {cpu(name):17.0f}"
-        )
+        rps, p50, p99 = med(name, "rps"), med(name, "p50_ms"), med(name, "p99_ms")
+        print(f"{name:<16} {rps:8.0f} {p50:8.2f} {p99:8.2f} {cpu(name):17.0f}")
     pass_rps = med("pass", "rps")
     print("\nratios (target)")
     print(f"  memory+budgets / pass-through   {med('memory+budgets', 'rps') / pass_rps:.3f}   (>= 0.85)")
