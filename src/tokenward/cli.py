@@ -222,6 +222,10 @@ def log_tail(
     console.print(table)
 
 
+from .cli_keys import keys_app  # noqa: E402 - the sub-app is defined in its own module
+
+app.add_typer(keys_app, name="keys")
+
 db_app = typer.Typer(help="The decision log's database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 

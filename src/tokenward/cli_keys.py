@@ -32,7 +32,7 @@ from .proof.signature import private_key_b64url, private_key_pem
 __all__ = ["keys_app", "parse_duration"]
 
 keys_app = typer.Typer(help="Signing keys of trusted server clients (RFC 9421 signed requests).", no_args_is_help=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # long paths and keyids stay on one line
 out = Console()
 
 T = TypeVar("T")

@@ -32,12 +32,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import http_sf
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .limits import BudgetSpec, LimitSpec
 from .proof.signature import (
+    WEB_BOT_AUTH_TAG,
     Origin,
     ResolvedKey,
     SignatureClaims,
@@ -49,6 +51,7 @@ from .proof.signature import (
     parse_origin,
     public_key_b64url,
     signature_failure,
+    signature_tags_unverified,
     signed_keyids_unverified,
     verify_signature,
 )
@@ -56,6 +59,7 @@ from .store import Append, Get, Put, Range, Store
 
 __all__ = [
     "FOREVER",
+    "AgentSpec",
     "ClientBudget",
     "ClientKeySpec",
     "ClientLimit",
@@ -67,6 +71,7 @@ __all__ = [
     "KeyRecord",
     "Revocation",
     "StoreKeys",
+    "load_jwks",
     "new_key",
     "revocation_key",
     "route_allowed",
@@ -169,6 +174,18 @@ class ClientSpec(_Strict):
     _routes = field_validator("routes")(_check_routes)
 
 
+class AgentSpec(_Strict):
+    """A Web Bot Auth agent the operator recognises, with its key directory as a local
+    file (a JWKS of Ed25519 OKP keys, e.g. a saved copy of the agent's
+    /.well-known/http-message-signatures-directory); keyids are the keys' thumbprints."""
+
+    name: str = Field(pattern=_NAME)
+    directory: Path = Field(description="JWKS file: {keys: [{kty: OKP, crv: Ed25519, x: ...}]}")
+    signature_agent: str | None = Field(
+        None, description="the Signature-Agent URL it announces; when set, requests must carry and sign it"
+    )
+
+
 class ClientsSettings(_Strict):
     """The policy's ``clients:`` section (docs/signed-requests.md)."""
 
@@ -183,6 +200,8 @@ class ClientsSettings(_Strict):
         False, description="believe X-Forwarded-Proto/-Host from trusted proxies when no public_origin is set"
     )
     named: tuple[ClientSpec, ...] = Field((), description="the clients")
+    agents: tuple[AgentSpec, ...] = Field((), description="Web Bot Auth agents (verified bots, not trusted clients)")
+    agent_max_age: float = Field(300.0, gt=0, le=3600, description="seconds an agent's signature is accepted")
 
     @field_validator("public_origin", mode="before")
     @classmethod
@@ -202,6 +221,10 @@ class ClientsSettings(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"client names must be unique: {', '.join(dupes)}")
+        agents = [a.name for a in self.agents]
+        dupes = sorted({n for n in agents if agents.count(n) > 1})
+        if dupes:
+            raise ValueError(f"agent names must be unique: {', '.join(dupes)}")
         keyids = [k.keyid for c in self.named for k in c.keys]
         dupes = sorted({k for k in keyids if keyids.count(k) > 1})
         if dupes:
@@ -438,12 +461,17 @@ class StoreKeys:
         return out
 
     async def revoke(self, keyid: str, at: float, reason: str = "revoked") -> None:
-        """Refuse ``keyid`` from ``at`` on (an earlier revocation stands)."""
+        """Refuse ``keyid`` from ``at`` on (an earlier revocation stands). Operator-only:
+        the common case (first revocation) is one atomic put-if-absent."""
+        entry = Revocation(at, reason).encode()
+        (created,) = await self.store.execute([Put(revocation_key(keyid), entry, FOREVER, only_new=True)])
+        if created:
+            return
         (current,) = await self.store.execute([Get(revocation_key(keyid))])
         known = Revocation.decode(current)
         if known is not None and known.at <= at:
             return
-        await self.store.execute([Put(revocation_key(keyid), Revocation(at, reason).encode(), FOREVER)])
+        await self.store.execute([Put(revocation_key(keyid), entry, FOREVER)])
 
     @staticmethod
     def _record(raw: bytes | None, revoked: bytes | None) -> KeyRecord | None:
@@ -456,6 +484,71 @@ class StoreKeys:
         if r.reason == "rotated":
             return replace(record, not_after=r.at)
         return replace(record, revoked_at=r.at)
+
+
+def load_jwks(path: Path) -> dict[str, Any]:
+    """The Ed25519 keys of a JWKS file by RFC 7638 thumbprint (other key types are
+    skipped: an agent may publish several). ClientsError when there is none."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ClientsError([f"cannot read: {exc.strerror}"], str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise ClientsError([f"not valid JSON: {exc}"], str(path)) from None
+    keys = data.get("keys") if isinstance(data, dict) else None
+    if not isinstance(keys, list):
+        raise ClientsError(['expected a JWKS: {"keys": [...]}'], str(path))
+    out = {}
+    for jwk in keys:
+        if isinstance(jwk, dict) and jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519":
+            try:
+                key = load_public_key(jwk)
+            except ValueError as exc:
+                raise ClientsError([f"bad key: {exc}"], str(path)) from None
+            out[jwk_thumbprint(key)] = key
+    if not out:
+        raise ClientsError(["no Ed25519 key in this directory"], str(path))
+    return out
+
+
+class _Agents:
+    """Web Bot Auth keys by thumbprint (a KeyLookup)."""
+
+    def __init__(self, agents: Sequence[AgentSpec]):
+        self.keys: dict[str, ResolvedKey] = {}
+        self.announced: dict[str, str | None] = {}
+        problems: list[str] = []
+        for a in agents:
+            try:
+                found = load_jwks(a.directory)
+            except ClientsError as exc:
+                problems.append(f"agent {a.name}: {exc}")
+                continue
+            for keyid, key in found.items():
+                self.keys[keyid] = ResolvedKey(keyid, a.name, key, ("*",), "agent")
+            self.announced[a.name] = a.signature_agent
+        if problems:
+            raise ClientsError(problems)
+
+    def resolve_key(self, keyid: str, now: float) -> ResolvedKey | SignatureFailure:
+        return self.keys.get(keyid) or signature_failure("unknown_key", keyid=keyid)
+
+
+def _signature_agent(value: str | None, label: str) -> str | None:
+    """The Signature-Agent URL for ``label``: a structured string (early drafts) or a
+    dictionary member (later ones)."""
+    if value is None:
+        return None
+    for kind in ("item", "dictionary"):
+        try:
+            parsed: Any = http_sf.parse(value.encode("latin-1"), tltype=kind)
+        except (http_sf.StructuredFieldError, ValueError, UnicodeEncodeError):
+            continue
+        if kind == "dictionary":
+            parsed = parsed.get(label) if isinstance(parsed, dict) else None
+        if isinstance(parsed, tuple) and isinstance(parsed[0], str):
+            return parsed[0]
+    return None
 
 
 # -- the registry: what the guard asks --------------------------------------------------
@@ -495,6 +588,8 @@ class ClientRegistry:
         self.store_keys = settings.keys_in_store
         self._specs = {c.name: c for c in settings.named}
         self._clients = {c.name: self._client(c, limits, budgets) for c in settings.named}
+        self._agents = _Agents(settings.agents) if settings.agents else None
+        self._agent_rules = SignatureRules.web_bot_auth(settings.agent_max_age, settings.max_future)
         self._keys: dict[str, _Key] = {}
         self._learned: OrderedDict[str, _Key] = OrderedDict()  # keys fetched from the Store
         problems: list[str] = []
@@ -615,7 +710,7 @@ class ClientRegistry:
             return []
         return [
             Get(store_key(k))
-            for k in signed_keyids_unverified(facts_headers)[:2]
+            for k in signed_keyids_unverified(facts_headers, exclude_tag=WEB_BOT_AUTH_TAG)[:2]
             if k not in self._keys and k not in self._learned
         ]
 
@@ -634,20 +729,42 @@ class ClientRegistry:
             while len(self._learned) > _CACHE_MAX:
                 self._learned.popitem(last=False)
 
-    def verify(self, facts: Any, *, now: float) -> SignatureClaims | SignatureFailure:
+    def verify(self, facts: Any, *, now: float) -> SignatureClaims | SignatureFailure | None:
         """Verify the request's signature and that its client may call this path. Pure.
-        ``facts`` is a :class:`~tokenward.facts.RequestFacts`."""
+        ``facts`` is a :class:`~tokenward.facts.RequestFacts`.
+
+        None: nothing here is addressed to this gateway — no signature at all, or only
+        Web Bot Auth signatures of agents it does not know (unverified bots, judged like
+        any other request). Claims with ``key.kind == "agent"`` are a recognised agent."""
+        if not self.signed(facts.headers):
+            return None
         request = SignedRequest.from_facts(
             facts, public_origin=self.origins, trust_forwarded=self.settings.trust_forwarded
         )
+        tags = signature_tags_unverified(facts.headers)
+        if tags and all(t == WEB_BOT_AUTH_TAG for t in tags):
+            return self._verify_agent(request, now)
         result = verify_signature(request, self, self.rules, now=now)
         if isinstance(result, SignatureClaims) and not route_allowed(result.key.routes, facts.path):
             return signature_failure("route_forbidden", keyid=result.keyid)
         return result
 
+    def _verify_agent(self, request: SignedRequest, now: float) -> SignatureClaims | SignatureFailure | None:
+        if self._agents is None:
+            return None
+        result = verify_signature(request, self._agents, self._agent_rules, now=now)
+        if isinstance(result, SignatureFailure):
+            return None if result.code == "unknown_key" else result
+        announced = self._agents.announced.get(result.client)
+        if announced is not None:
+            sent = _signature_agent(request.field("signature-agent"), result.label)
+            if sent is None or sent.rstrip("/") != announced.rstrip("/"):
+                return signature_failure("signature_invalid", "Signature-Agent is not this agent's.", result.keyid)
+        return result
+
     def revocation_op(self, claims: SignatureClaims) -> Get | None:
         """For the request batch: the key's revocation entry (Store keys only)."""
-        return Get(revocation_key(claims.keyid)) if self.store_keys else None
+        return Get(revocation_key(claims.keyid)) if self.store_keys and claims.key.kind == "client" else None
 
     @staticmethod
     def confirm(

@@ -71,6 +71,15 @@ CODE_STATUS: dict[str, int] = {
     "method_not_allowed": 405,
     "store_unavailable": 503,
     "spend_limit": 503,
+    # Signed requests (docs/signed-requests.md):
+    "signature_required": 401,
+    "signature_invalid": 401,
+    "signature_expired": 401,
+    "signature_replayed": 401,
+    "digest_mismatch": 401,
+    "unknown_key": 401,
+    "key_revoked": 401,
+    "route_forbidden": 403,
     "upstream_timeout": 504,
     "upstream_unavailable": 502,
 }

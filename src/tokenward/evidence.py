@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .clients import ClientRegistry, ClientsError
 from .policy import Policy, PolicyError, Problem
 from .signals.identity import AccountResolver, IdentityConfigError
 from .signals.network import CidrListError, CidrLists, load_lists
@@ -20,6 +21,7 @@ __all__ = ["Evidence", "prepare_evidence"]
 class Evidence:
     lists: CidrLists
     accounts: AccountResolver
+    clients: ClientRegistry
 
 
 def prepare_evidence(policy: Policy, source: str = "policy") -> Evidence:
@@ -35,6 +37,12 @@ def prepare_evidence(policy: Policy, source: str = "policy") -> Evidence:
         accounts = AccountResolver(policy.identity)
     except (IdentityConfigError, OSError) as exc:
         problems.append(Problem("identity", str(exc)))
+    for where, message in policy.clients.problems([x.name for x in policy.limits], [b.name for b in policy.budgets]):
+        problems.append(Problem(where, message))
+    try:
+        clients = ClientRegistry.load(policy.clients, limits=policy.limits, budgets=policy.budgets)
+    except (ClientsError, OSError) as exc:
+        problems.append(Problem("clients", str(exc)))
     if problems:
         raise PolicyError(problems, source)
-    return Evidence(lists, accounts)
+    return Evidence(lists, accounts, clients)

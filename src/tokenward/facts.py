@@ -44,6 +44,9 @@ class RequestFacts:
     call: LLMCall | None = None
     problem: str | None = None  # why the request cannot be understood (-> bad_request)
     via_proxy: bool = False  # the TCP peer is a trusted proxy: headers an edge sets can be believed
+    scheme: str = "http"  # as the server saw the connection
+    raw_path: str | None = None  # the path as sent, still percent-encoded (signatures cover it)
+    query: str = ""
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)

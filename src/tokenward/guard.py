@@ -19,7 +19,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from .alerts import Alerter
 from .decision import Action, Decision, Signal
 from .evidence import Evidence, prepare_evidence
 from .facts import LLMCall, RequestFacts, TrustedProxies
-from .limits import Keys, LimitSpec, LimitVerdict, budgets_for, limit_ops, limit_verdict
+from .limits import BudgetSpec, Keys, LimitSpec, LimitVerdict, budgets_for, limit_ops, limit_verdict
 from .log import DecisionLog, DecisionRecord
 from .money import TokenEstimator, bytes_estimate
 from .money.call import CallPlan, plan_call
@@ -36,6 +36,7 @@ from .money.usage import Usage
 from .policy import Mode, Policy, RouteSettings
 from .proof import Challenge, KeyRing, ProofClaims, ProofFailure, issue_challenge, verify_proof
 from .proof.device import DeviceClaim, DeviceKeys, device_id, load_public_key, parse_device_header_unverified
+from .proof.signature import SignatureClaims, SignatureFailure, signature_failure
 from .scoring import RiskResult, RuleInput, risk_summary
 from .signals import ProofOutcome, proof_signals
 from .signals.behaviour import DeviceCheck, History, behaviour_signals, device_signals
@@ -120,6 +121,7 @@ class _Plan:
     counted: list[Hit] = field(default_factory=list)  # limit hits that were added
     inflight: str | None = None  # the concurrency counter this request holds
     emergency: int | None = None  # index of the emergency limit's hit (fail-open fallback)
+    revocation: int | None = None  # index of a signing key's revocation entry
     counts: bool = False  # a fresh proof: this request counts towards the route's rate
     reserve: int | None = None  # index of the budget reservation
     reserved: float = 0.0  # dollars held
@@ -243,11 +245,19 @@ class Guard:
         self._notify(breaker.events)
         if breaker.open:
             return self._spend_limit(breaker.retry_after), None
-        proof = self._verify(policy, facts, route)
-        claim = self._device_claim(facts)
-        account = self.evidence.accounts.resolve(facts, now=now, via_trusted_proxy=facts.via_proxy)
-        keys = self._keys(facts, route, claim, account)
-        plan = self._plan(policy, facts, route, proof, claim, keys)
+        signed = await self._signature(facts, route, now)
+        if isinstance(signed, Decision):
+            return signed, None
+        if signed is not None:  # a trusted server client: its signature replaces the proof
+            proof, claim = None, None
+            account: Any = signed
+            keys = Keys(facts.client_ip, subnet_of(facts.client_ip), route.path, None, signed.account)
+        else:
+            proof = self._verify(policy, facts, route)
+            claim = self._device_claim(facts)
+            account = self.evidence.accounts.resolve(facts, now=now, via_trusted_proxy=facts.via_proxy)
+            keys = self._keys(facts, route, claim, account)
+        plan = self._plan(policy, facts, route, proof, claim, keys, signed)
         if isinstance(proof, ProofClaims) and isinstance(account, Account):
             plan.history["new_accounts"] = plan.add(
                 Hit(f"acct-new:{route.path}", _INF, 600, 1.0 if is_new_account(account, policy.identity, now) else 0.0)
@@ -261,7 +271,8 @@ class Guard:
         try:
             results = await self.store.execute(plan.ops) if plan.ops else []
         except StoreUnavailable as exc:
-            if policy.store_failure_for(route) == "fail_closed":
+            # Revocations live in the store: a signed request is never judged without it.
+            if policy.store_failure_for(route) == "fail_closed" or (signed and self.evidence.clients.store_keys):
                 return self._unavailable(exc), None
             # fail_open: judge on this instance's own memory, under an emergency limit.
             fallback = True
@@ -273,18 +284,29 @@ class Guard:
             failure=proof if isinstance(proof, ProofFailure) else None,
             first_use=plan.consume is not None and bool(results[plan.consume]),
         )
+        if signed is not None:
+            revocation = results[plan.revocation] if plan.revocation is not None else None
+            confirmed = self.evidence.clients.confirm(
+                signed, first_use=outcome.first_use, revocation=revocation, now=now
+            )
+            if isinstance(confirmed, SignatureFailure):
+                return self._signature_refusal(confirmed), plan
         device = self._check_device(facts, claim, plan, results)
         history = self._history(plan, results)
-        browser_route = route.clients == "browser"
-        env = parse_env(facts.header("tokenward-signals"))
+        browser_route = route.clients == "browser" and signed is None
+        env = parse_env(facts.header("tokenward-signals")) if signed is None else None
         signals = [
-            *proof_signals(outcome, facts.received_at),
+            *(proof_signals(outcome, facts.received_at) if signed is None else [_signed_signal(signed)]),
             *([Signal("store/fallback", 0.0, {"store": "local memory"})] if fallback else []),
-            *device_signals(device, browser_route=browser_route),
+            *(device_signals(device, browser_route=browser_route) if signed is None else []),
             *client_signals(facts, policy.client, browser_route=browser_route, via_trusted_proxy=facts.via_proxy),
             *browser_signals(env, facts, outcome.claims, policy.browser, now=now, browser_route=browser_route),
             *network_signals(facts, self.evidence.lists, policy.network),
-            *identity_signals(account, facts, policy.identity, now=now, stats=self._identity_stats(plan, results)),
+            *(
+                identity_signals(account, facts, policy.identity, now=now, stats=self._identity_stats(plan, results))
+                if signed is None
+                else []
+            ),
             *behaviour_signals(history, policy.behaviour),
         ]
         engine = self._engines.get(route.path) or policy.engine_for(route)
@@ -317,7 +339,38 @@ class Guard:
                 return self._spend_limit(self.breaker.check(now).retry_after), plan
             if not budget.ok:
                 plan.reservation = None
-        return self._decide(policy, route, outcome, signals, risk, over, budget, under_attack), plan
+        return self._decide(policy, route, outcome, signals, risk, over, budget, under_attack, signed), plan
+
+    async def _signature(
+        self, facts: RequestFacts, route: RouteSettings, now: float
+    ) -> SignatureClaims | Decision | None:
+        """A trusted client's signature (RFC 9421): its claims, a refusal, or None when
+        the request is not signed for this gateway (the proof-of-work path applies)."""
+        clients = self.evidence.clients
+        if route.signed == "ignore" or not clients.enabled:
+            return (
+                self._signature_refusal(signature_failure("signature_required")) if route.signed == "require" else None
+            )
+        fetch = clients.prefetch(facts.headers)  # keys in the store this instance has not seen yet
+        if fetch:
+            try:
+                clients.learn(fetch, await self.store.execute(fetch))
+            except StoreUnavailable as exc:
+                return self._unavailable(exc)
+        signed = clients.verify(facts, now=now)
+        if isinstance(signed, SignatureFailure):
+            return self._signature_refusal(signed)
+        if signed is not None and signed.key.kind != "client":
+            signed = None  # a recognised agent (Web Bot Auth) still proves its work
+        if signed is None and route.signed == "require":
+            return self._signature_refusal(signature_failure("signature_required"))
+        return signed
+
+    @staticmethod
+    def _signature_refusal(failure: SignatureFailure) -> Decision:
+        name = f"signature/{failure.code}"
+        action = Action.BLOCK if failure.code == "route_forbidden" else Action.CHALLENGE
+        return Decision(action, name, (name,), code=failure.code, message=failure.message)
 
     def _verify(self, policy: Policy, facts: RequestFacts, route: RouteSettings) -> ProofClaims | ProofFailure | None:
         header = facts.header("tokenward-proof")
@@ -368,19 +421,30 @@ class Guard:
         proof: ProofClaims | ProofFailure | None,
         claim: DeviceClaim | str | None,
         keys: Keys,
+        signed: SignatureClaims | None = None,
     ) -> _Plan:
         plan = _Plan()
-        if not isinstance(proof, ProofClaims):
+        limits: Sequence[LimitSpec] = policy.limits
+        budgets: Sequence[BudgetSpec] = policy.budgets
+        if signed is not None:
+            plan.consume = plan.add(Consume(signed.consume_key, signed.consume_ttl))
+            revocation = self.evidence.clients.revocation_op(signed)
+            if revocation is not None:
+                plan.revocation = plan.add(revocation)
+            limits = self.evidence.clients.limits_for(signed.client, limits)
+            budgets = self.evidence.clients.budgets_for(signed.client, budgets)
+        elif not isinstance(proof, ProofClaims):
             return plan  # no verified work: read nothing, count nothing
-        if isinstance(claim, DeviceClaim) and self.devices.cached(claim.device) is None:
-            plan.device_key = plan.add(Get(f"devkey:{claim.device}"))
-        ttl = proof.expires_at - facts.received_at + _CONSUME_GRACE
-        plan.consume = plan.add(Consume("used:" + proof.challenge_id.hex(), ttl))
+        else:
+            if isinstance(claim, DeviceClaim) and self.devices.cached(claim.device) is None:
+                plan.device_key = plan.add(Get(f"devkey:{claim.device}"))
+            ttl = proof.expires_at - facts.received_at + _CONSUME_GRACE
+            plan.consume = plan.add(Consume("used:" + proof.challenge_id.hex(), ttl))
         plan.counts = True
-        plan.limits = limit_ops(policy.limits, keys)
+        plan.limits = limit_ops(limits, keys)
         plan.limits_at = len(plan.ops)
         plan.ops.extend(hit for _, hit in plan.limits)
-        self._plan_budget(plan, policy, facts, route, keys)
+        self._plan_budget(plan, policy, facts, route, keys, budgets)
         b = policy.behaviour
         who = keys.device or "ip:" + keys.ip
         h = plan.history
@@ -396,7 +460,15 @@ class Guard:
             )
         return plan
 
-    def _plan_budget(self, plan: _Plan, policy: Policy, facts: RequestFacts, route: RouteSettings, keys: Keys) -> None:
+    def _plan_budget(
+        self,
+        plan: _Plan,
+        policy: Policy,
+        facts: RequestFacts,
+        route: RouteSettings,
+        keys: Keys,
+        specs: Sequence[BudgetSpec],
+    ) -> None:
         """Reserve the call's worst case against every budget that applies (and the
         breaker's ceiling), in the same batch; settled at the exact cost afterwards."""
         call = facts.call
@@ -404,7 +476,7 @@ class Guard:
         tighten = (
             policy.spike.new_client_budget_factor if self.spike.mode(route.path) is RouteMode.UNDER_ATTACK else 1.0
         )
-        budgets = budgets_for(policy.budgets, keys, tighten=tighten)
+        budgets = budgets_for(specs, keys, tighten=tighten)
         ceiling = self.breaker.budget()
         if ceiling is not None:
             budgets.insert(0, ceiling)
@@ -477,6 +549,7 @@ class Guard:
         over: Any,
         budget: ReserveResult | None = None,
         under_attack: bool = False,
+        signed: SignatureClaims | None = None,
     ) -> Decision:
         reasons = tuple(s.name for s in signals if s.score or s.name.startswith("proof/"))
         reasons += tuple(name for name, _ in risk.contributions if name.startswith("rule/"))
@@ -485,7 +558,7 @@ class Guard:
         proof = dict(proof_signal.evidence) if outcome.claims is not None else None
         common: dict[str, Any] = {"signals": tuple(signals), "proof": proof, "risk": risk_summary(risk)}
         required = base + self._extra_bits(risk) + (policy.spike.difficulty_bonus if under_attack else 0)
-        if outcome.claims is None or not outcome.first_use:
+        if signed is None and (outcome.claims is None or not outcome.first_use):
             if outcome.failure is not None:
                 code, message = outcome.failure.code, outcome.failure.message
             elif outcome.claims is None:
@@ -520,7 +593,7 @@ class Guard:
                 Action.THROTTLE, f"risk/{t.score:g}", reasons, "throttled", common,
                 retry_after=t.retry_after,
             )  # fmt: skip
-        if outcome.claims.difficulty < required:
+        if outcome.claims is not None and outcome.claims.difficulty < required:
             return Decision(
                 Action.CHALLENGE, "proof/challenge" if outcome.claims.difficulty < base else "risk/challenge",
                 reasons, code="challenge", message=_MESSAGES["challenge"],
@@ -757,3 +830,7 @@ class Guard:
 
 def _signal_dict(s: Signal) -> dict[str, Any]:
     return {"name": s.name, "score": s.score, "evidence": dict(s.evidence)}
+
+
+def _signed_signal(signed: SignatureClaims) -> Signal:
+    return Signal("signature/ok", 0.0, signed.evidence())

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from .alerts import AlertSettings
+from .clients import ClientsSettings
 from .decision import Flavour
 from .limits import BudgetSpec, LimitSpec
 from .money.prices import PriceTable
@@ -171,6 +172,9 @@ class RouteSettings(_Strict):
     store_failure: Literal["fail_closed", "fail_open"] | None = Field(
         None, description="when the store cannot answer (default: the top-level setting)"
     )
+    signed: Literal["accept", "require", "ignore"] = Field(
+        "accept", description="signed requests of trusted clients: accept (instead of a proof), require, ignore"
+    )
     model: str | None = Field(None, description="the model a custom route's calls are priced as")
     max_output_tokens: int | None = Field(None, ge=1, description="output cap for this route's calls")
     degrade: DegradeSettings | None = Field(None, description="what a degrade decision does on this route")
@@ -231,6 +235,9 @@ class Policy(_Strict):
     browser: BrowserSettings = Field(default_factory=BrowserSettings)
     network: NetworkSettings = Field(default_factory=NetworkSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    clients: ClientsSettings = Field(
+        default_factory=ClientsSettings, description="trusted server clients with signing keys (RFC 9421)"
+    )
     store_failure: Literal["fail_closed", "fail_open"] = Field(
         "fail_closed",
         description="fail_closed: 503 store_unavailable; fail_open: judge on local memory under `emergency`",

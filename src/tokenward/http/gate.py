@@ -80,6 +80,9 @@ def build_facts(
         call=call,
         problem=problem,
         via_proxy=trusted.trusted(peer),
+        scheme=scope.get("scheme", "http"),
+        raw_path=raw_path.decode("latin-1") if (raw_path := scope.get("raw_path")) else None,
+        query=scope.get("query_string", b"").decode("latin-1"),
     )
 
 

@@ -15,6 +15,9 @@ key; only then are the signed claims believed — ``created`` inside the clock-s
 ``expires`` not passed, ``Content-Digest`` equal to the digest of the body bytes.
 Single use of the nonce is *not* decided here: the guard consumes
 :attr:`SignatureClaims.consume_key` in the Store, in the request's batch.
+:meth:`SignatureRules.web_bot_auth` is the profile for verified agents (Web Bot Auth):
+tag ``web-bot-auth``, ``@authority`` and ``signature-agent`` covered, ``expires``
+required, no body digest.
 
 The signature base is built here rather than by the ``http-message-signatures`` package
 (which the tests use as the independent implementation to interoperate with): its
@@ -34,7 +37,7 @@ import hmac
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import quote, urlsplit
 
 import http_sf
@@ -52,6 +55,7 @@ __all__ = [
     "CONSUME_GRACE",
     "DEFAULT_COMPONENTS",
     "SIGNATURE_CODES",
+    "WEB_BOT_AUTH_TAG",
     "KeyLookup",
     "Origin",
     "ResolvedKey",
@@ -67,14 +71,18 @@ __all__ = [
     "private_key_b64url",
     "private_key_pem",
     "public_key_b64url",
+    "ser_innerlist",
+    "ser_item",
     "sign_request",
     "signature_base",
     "signature_failure",
+    "signature_tags_unverified",
     "signed_keyids_unverified",
     "verify_signature",
 ]
 
 ALGORITHM = "ed25519"  # the RFC 9421 registry name
+WEB_BOT_AUTH_TAG = "web-bot-auth"
 DEFAULT_COMPONENTS = ("@method", "@target-uri", "content-digest", "content-type")
 # A consumed nonce is remembered this long past the end of its signature's acceptance
 # window, so gateway instances whose clocks differ slightly cannot reopen it for replay.
@@ -122,9 +130,10 @@ class ResolvedKey:
     """A verification key in force, and whose it is."""
 
     keyid: str
-    client: str
+    client: str  # the client's name (or the agent's, for kind "agent")
     public_key: Ed25519PublicKey = field(repr=False)
     routes: tuple[str, ...] = ()  # route patterns the client may call (checked by the registry)
+    kind: Literal["client", "agent"] = "client"  # a trusted client, or a Web Bot Auth agent
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +149,7 @@ class SignatureClaims:
     tag: str | None
     covered: tuple[str, ...]
     consume_ttl: float  # seconds the nonce must stay consumed (acceptance window + grace)
+    signature_id: str = ""  # base64url SHA-256 of the signature bytes (single use when there is no nonce)
 
     @property
     def client(self) -> str:
@@ -151,18 +161,19 @@ class SignatureClaims:
 
     @property
     def consume_key(self) -> str:
-        """The Store key that makes this signature single-use."""
-        return f"sig:{self.key.keyid}:{self.nonce}"
+        """The Store key that makes this signature single-use (its nonce; for a Web Bot
+        Auth signature without one, the signature itself)."""
+        return f"sig:{self.key.keyid}:{self.nonce}" if self.nonce else f"sig:{self.key.keyid}:#{self.signature_id}"
 
     @property
     def account(self) -> str:
         """What limits and budgets of a signed request are keyed by."""
-        return f"client:{self.key.client}"
+        return f"{self.key.kind}:{self.key.client}"
 
     def evidence(self) -> dict[str, Any]:
         """For the decision log (no secrets in here: the nonce is spent once used)."""
         return {
-            "client": self.key.client,
+            self.key.kind: self.key.client,
             "keyid": self.key.keyid,
             "created": self.created,
             "expires": self.expires,
@@ -206,6 +217,20 @@ class SignatureRules:
     require_nonce: bool = True
     min_nonce: int = 16  # characters
     max_nonce: int = 128
+    tag: str | None = None  # consider only signatures with this tag
+    require_authority: bool = False  # `@authority` (or `@target-uri`) must be covered
+    require_expires: bool = False
+    cover_when_present: tuple[str, ...] = ()  # header fields that must be covered when the request has them
+
+    @classmethod
+    def web_bot_auth(cls, max_age: float = 300.0, max_future: float = 5.0) -> SignatureRules:
+        """The Web Bot Auth profile: tag ``web-bot-auth``, ``@authority`` covered (and
+        ``signature-agent`` when sent), ``created`` and ``expires`` required, nonce optional."""
+        return cls(
+            max_age=max_age, max_future=max_future, require_target=False, require_digest=False,
+            require_nonce=False, tag=WEB_BOT_AUTH_TAG, require_authority=True, require_expires=True,
+            cover_when_present=("signature-agent",),
+        )  # fmt: skip
 
     def __post_init__(self) -> None:
         if not (0 < self.max_age <= 3600 and 0 <= self.max_future <= 300):
@@ -454,15 +479,28 @@ def _parse_dictionary_unverified(value: str) -> dict[str, Any] | None:
     return parsed if isinstance(parsed, dict) else None
 
 
-def signed_keyids_unverified(fields: Mapping[str, str]) -> list[str]:
+def signature_tags_unverified(fields: Mapping[str, str]) -> list[str | None]:
+    """The ``tag`` of each signature a request carries (lower-case header mapping), in
+    label order; ``[]`` when none parses. Nothing is verified."""
+    raw = fields.get("signature-input")
+    parsed = _parse_dictionary_unverified(raw) if raw is not None else None
+    if not parsed:
+        return []
+    return [t if isinstance(t := _tag(m), str) else None for m in list(parsed.values())[:_MAX_LABELS]]
+
+
+def signed_keyids_unverified(fields: Mapping[str, str], *, exclude_tag: str | None = None) -> list[str]:
     """The keyids a request *claims* to be signed with (lower-case header mapping), in
-    label order; for fetching keys the gateway has not seen yet. Nothing is verified."""
+    label order, leaving out signatures tagged ``exclude_tag``; for fetching keys the
+    gateway has not seen yet. Nothing is verified."""
     raw = fields.get("signature-input")
     parsed = _parse_dictionary_unverified(raw) if raw is not None else None
     if not parsed:
         return []
     out = []
     for member in list(parsed.values())[:_MAX_LABELS]:
+        if exclude_tag is not None and _tag(member) == exclude_tag:
+            continue
         keyid = member[1].get("keyid") if isinstance(member, tuple) and isinstance(member[0], list) else None
         if isinstance(keyid, str) and 0 < len(keyid) <= _MAX_KEYID:
             out.append(keyid)
@@ -488,8 +526,13 @@ def _check_structure(
         target = "@request-target" in plain or ("@path" in plain and ("@query" in plain or request.query is None))
         if "@target-uri" not in plain and not ("@authority" in plain and target):
             return "must cover @target-uri (or @authority, @path and, when there is a query, @query)"
+    if rules.require_authority and "@authority" not in plain and "@target-uri" not in plain:
+        return "must cover @authority"
     if rules.require_digest and "content-digest" not in plain and ("content-digest", (("sf", True),)) not in names:
         return "must cover content-digest"
+    for name in rules.cover_when_present:
+        if name in request.fields and name not in plain:
+            return f"must cover {name}, which the request carries"
     unknown = set(params) - _PARAMS
     if unknown:
         return f"has an unknown signature parameter {sorted(unknown)[0]!r}"
@@ -499,6 +542,8 @@ def _check_structure(
     expires = params.get("expires")
     if expires is not None and (type(expires) is not int or expires < created):
         return "needs an integer expires not before created"
+    if rules.require_expires and expires is None:
+        return "needs an expires parameter"
     keyid = params.get("keyid")
     if not isinstance(keyid, str) or not 0 < len(keyid) <= _MAX_KEYID:
         return "needs a keyid parameter"
@@ -516,13 +561,22 @@ def _check_structure(
     return None
 
 
+def _tag(member: Any) -> Any:
+    return member[1].get("tag") if isinstance(member, tuple) and isinstance(member[1], dict) else None
+
+
 def _select(
-    inputs: dict[str, Any], signatures: dict[str, Any], keys: KeyLookup, now: float
+    inputs: dict[str, Any], signatures: dict[str, Any], keys: KeyLookup, rules: SignatureRules, now: float
 ) -> tuple[str, Any, Any] | SignatureFailure:
-    """The signature to check: the first whose keyid this gateway knows, else the first."""
+    """The signature to check: the first whose keyid this gateway knows, else the first
+    (only those with the rules' tag, when they name one)."""
     labels = [label for label in inputs if label in signatures][:_MAX_LABELS]
     if not labels:
         return signature_failure("signature_invalid", "Signature-Input and Signature share no label.")
+    if rules.tag is not None:
+        labels = [label for label in labels if _tag(inputs[label]) == rules.tag]
+        if not labels:
+            return signature_failure("signature_required", f'No signature has tag="{rules.tag}".')
     for label in labels:
         member = inputs[label]
         keyid = member[1].get("keyid") if isinstance(member, tuple) else None
@@ -544,7 +598,7 @@ def verify_signature(
     signatures = _parse_dictionary_unverified(raw_signature)
     if not inputs or not signatures:
         return signature_failure("signature_invalid", "Signature-Input or Signature is not a valid structured field.")
-    selected = _select(inputs, signatures, keys, now)
+    selected = _select(inputs, signatures, keys, rules, now)
     if isinstance(selected, SignatureFailure):
         return selected
     label, member, signature = selected
@@ -569,10 +623,8 @@ def verify_signature(
     try:
         key.public_key.verify(signature[0], base)
     except InvalidSignature:
-        return signature_failure(
-            "signature_invalid", f"Signature {label} does not verify: the method, URL or covered headers differ from what was signed.",
-            keyid,
-        )  # fmt: skip
+        detail = f"Signature {label} does not verify: the method, URL or covered headers differ from what was signed."
+        return signature_failure("signature_invalid", detail, keyid)
     # -- verified: the claims below can be believed ---------------------------------------
     created: int = params["created"]
     expires: int | None = params.get("expires")
@@ -588,6 +640,7 @@ def verify_signature(
         return signature_failure("digest_mismatch", digest, keyid)
     tag = params.get("tag")
     return SignatureClaims(
+        signature_id=_b64url(hashlib.sha256(signature[0]).digest())[:22],
         key=key,
         label=label,
         nonce=params.get("nonce") or "",
