@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -29,13 +28,8 @@ BODY = b'{"model": "demo-1", "messages": [{"role": "user", "content": "hi"}]}'
 JSON = {"Content-Type": "application/json"}
 
 
-@dataclass(frozen=True, slots=True)
-class WireFacts(RequestFacts):
-    """RequestFacts plus what the HTTP layer adds for signatures (scheme, raw path, query)."""
-
-    scheme: str = "http"
-    raw_path: str | None = None
-    query: str = ""
+# RequestFacts carries what the HTTP layer adds for signatures (scheme, raw path, query).
+WireFacts = RequestFacts
 
 
 def facts(

@@ -43,8 +43,6 @@ from tokenward.sdk.signing import (
 )
 from tokenward.store import Consume, MemoryStore
 
-from .helpers import WireFacts
-
 QUESTION = "How does a signed request reach the model?"
 KEY = Ed25519PrivateKey.generate()
 KEYID = "backend.loopback"
@@ -68,13 +66,7 @@ class VerifyingGateway:
             if not message.get("more_body"):
                 break
         now = time.time()
-        base = build_facts(scope, body, None, TrustedProxies(()), "req", now)
-        facts = WireFacts(
-            **{k: getattr(base, k) for k in base.__dataclass_fields__},
-            scheme=scope["scheme"],
-            raw_path=scope.get("raw_path", b"").decode("latin-1") or None,
-            query=scope["query_string"].decode("latin-1"),
-        )
+        facts = build_facts(scope, body, None, TrustedProxies(()), "req", now)  # carries scheme, raw path, query
         result = self.registry.verify(facts, now=now)
         if result is None:  # unsigned: this gateway's routes all require signatures
             result = signature_failure("signature_required")
