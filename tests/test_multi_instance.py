@@ -38,7 +38,8 @@ def pair(tmp_path: Path, upstream: Upstream, store: str, extra: dict | None = No
     """Two gateway processes with one key ring and one store (a fresh prefix per test)."""
     key = secrets.token_bytes(32)
     prefix = f"t{secrets.token_hex(4)}:"
-    policy = {"store": f"{store}?prefix={prefix}", "proof": {"difficulty": 0}, "weights": {"behaviour/*": 0}}
+    # A generous timeout: this checks agreement between instances, not latency on a loaded machine.
+    policy = {"store": f"{store}?prefix={prefix}&timeout=5", "proof": {"difficulty": 0}, "weights": {"behaviour/*": 0}}
     policy.update(extra or {})
     a = start_gateway(tmp_path, upstream.url, policy, name="a", key=key)
     try:

@@ -43,7 +43,7 @@ def _load(policy: Path | None, upstream: str | None = None, *, evidence: bool = 
         if evidence:
             from .evidence import prepare_evidence
 
-            prepare_evidence(pol, str(policy) if policy else "default policy")
+            prepare_evidence(pol, str(policy) if policy else "default policy", models=False)
         return pol
     except PolicyError as exc:
         err.print(str(exc), style="red", markup=False, highlight=False)
@@ -292,6 +292,19 @@ def spend(
     console.print(refused)
     calls, usd = report.degraded
     console.print(f"degraded: {calls} calls, ${usd:,.4f}")
+
+
+@app.command(
+    "eval-content",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def eval_content(ctx: typer.Context) -> None:
+    """Score the labelled prompt sets: precision, recall and false positives per content
+    signal, semantic and lexical-only, and latency (--help for its options)."""
+    from .content.evaluate import main as evaluate
+
+    raise typer.Exit(evaluate(list(ctx.args)))
 
 
 @app.command()

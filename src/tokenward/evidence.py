@@ -7,9 +7,11 @@ the request path. Problems are reported like any other policy problem.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from .clients import ClientRegistry, ClientsError
+from .content import EmbeddingUnavailable, PurposeScorer, runtime_status
 from .policy import Policy, PolicyError, Problem
 from .signals.identity import AccountResolver, IdentityConfigError
 from .signals.network import CidrListError, CidrLists, load_lists
@@ -22,9 +24,13 @@ class Evidence:
     lists: CidrLists
     accounts: AccountResolver
     clients: ClientRegistry
+    purposes: dict[str, PurposeScorer]  # route path -> its purpose scorer
 
 
-def prepare_evidence(policy: Policy, source: str = "policy") -> Evidence:
+def prepare_evidence(policy: Policy, source: str = "policy", *, models: bool = True) -> Evidence:
+    """Load what the policy points at. ``models=False`` only validates (purpose scorers
+    are built lexical-only): for a process that forks servers afterwards, since the
+    embedding runtime's threads would not survive the fork."""
     problems: list[Problem] = []
     lists = CidrLists.empty()
     try:
@@ -43,6 +49,22 @@ def prepare_evidence(policy: Policy, source: str = "policy") -> Evidence:
         clients = ClientRegistry.load(policy.clients, limits=policy.limits, budgets=policy.budgets)
     except (ClientsError, OSError) as exc:
         problems.append(Problem("clients", str(exc)))
+    purposes: dict[str, PurposeScorer] = {}
+    for i, route in enumerate(policy.routes):
+        if route.purpose is None or not route.protect:
+            continue
+        try:
+            # The model is loaded once per process and shared by every route.
+            if models:
+                purposes[route.path] = PurposeScorer.create(route.purpose)
+            else:  # validation only: the serving process loads (and checks) the model
+                purposes[route.path] = PurposeScorer.create(
+                    route.purpose.model_copy(update={"semantic": "off"}), runtime=None
+                )
+        except EmbeddingUnavailable as exc:
+            problems.append(Problem(f"routes[{i}].purpose.semantic", str(exc)))
+    if purposes and models:
+        logging.getLogger("tokenward").warning("%s", runtime_status())
     if problems:
         raise PolicyError(problems, source)
-    return Evidence(lists, accounts, clients)
+    return Evidence(lists, accounts, clients, purposes)

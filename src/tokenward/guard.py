@@ -20,10 +20,19 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .alerts import Alerter
+from .content import (
+    PurposeResult,
+    latest_user_text,
+    purpose_action,
+    purpose_signals,
+    template_keys,
+    template_ops,
+    template_signals,
+)
 from .decision import Action, Decision, Signal
 from .evidence import Evidence, prepare_evidence
 from .facts import LLMCall, RequestFacts, TrustedProxies
@@ -42,6 +51,7 @@ from .signals import ProofOutcome, proof_signals
 from .signals.behaviour import DeviceCheck, History, behaviour_signals, device_signals
 from .signals.browser import browser_signals, parse_env
 from .signals.client import client_signals
+from .signals.content import content_signals
 from .signals.identity import Account, IdentityStats, identity_signals, is_new_account
 from .signals.network import network_signals
 from .spike import RouteMode, SpendBreaker, SpikeDetector, StateChange
@@ -122,6 +132,8 @@ class _Plan:
     inflight: str | None = None  # the concurrency counter this request holds
     emergency: int | None = None  # index of the emergency limit's hit (fail-open fallback)
     revocation: int | None = None  # index of a signing key's revocation entry
+    templates: list[str] = field(default_factory=list)  # template fingerprints counted across identities
+    templates_at: int = 0
     counts: bool = False  # a fresh proof: this request counts towards the route's rate
     reserve: int | None = None  # index of the budget reservation
     reserved: float = 0.0  # dollars held
@@ -248,6 +260,7 @@ class Guard:
         signed = await self._signature(facts, route, now)
         if isinstance(signed, Decision):
             return signed, None
+        precheck: DeviceCheck | None = None
         if signed is not None:  # a trusted server client: its signature replaces the proof
             proof, claim = None, None
             account: Any = signed
@@ -256,8 +269,24 @@ class Guard:
             proof = self._verify(policy, facts, route)
             claim = self._device_claim(facts)
             account = self.evidence.accounts.resolve(facts, now=now, via_trusted_proxy=facts.via_proxy)
-            keys = self._keys(facts, route, claim, account)
+            precheck = self._precheck_device(facts, claim)
+            keys = self._keys(facts, route, precheck, account)
         plan = self._plan(policy, facts, route, proof, claim, keys, signed)
+        content = route.content or policy.content
+        purpose: asyncio.Future[PurposeResult] | None = None
+        verified = signed is not None or isinstance(proof, ProofClaims)
+        if verified and facts.call is not None:
+            # Only requests that did their work are read: scoring costs CPU an attacker
+            # must not get for free. The scorer runs off the loop while the batch goes out.
+            scorer = self.evidence.purposes.get(route.path)
+            text = latest_user_text(facts.call.body) if scorer is not None else None
+            if scorer is not None and text:
+                purpose = asyncio.ensure_future(scorer.score(text))
+            tcfg = route.templates or policy.templates
+            member = {"device": keys.device, "account": keys.account, "ip": keys.ip}.get(tcfg.identity) or keys.subnet
+            plan.templates = template_keys(facts.call, tcfg, client_system=content.client_system)
+            plan.templates_at = len(plan.ops)
+            plan.ops.extend(template_ops(plan.templates, member, tcfg))
         if isinstance(proof, ProofClaims) and isinstance(account, Account):
             plan.history["new_accounts"] = plan.add(
                 Hit(f"acct-new:{route.path}", _INF, 600, 1.0 if is_new_account(account, policy.identity, now) else 0.0)
@@ -273,6 +302,8 @@ class Guard:
         except StoreUnavailable as exc:
             # Revocations live in the store: a signed request is never judged without it.
             if policy.store_failure_for(route) == "fail_closed" or (signed and self.evidence.clients.store_keys):
+                if purpose is not None:
+                    purpose.cancel()
                 return self._unavailable(exc), None
             # fail_open: judge on this instance's own memory, under an emergency limit.
             fallback = True
@@ -291,7 +322,12 @@ class Guard:
             )
             if isinstance(confirmed, SignatureFailure):
                 return self._signature_refusal(confirmed), plan
-        device = self._check_device(facts, claim, plan, results)
+        device = precheck or self._check_device(facts, claim, plan, results)
+        limit_results = results[plan.limits_at : plan.limits_at + len(plan.limits)]
+        if device.status == "ok" and precheck is None and keys.device is None:
+            # A device this instance had not seen: verified only now, so its counters were
+            # keyed by address; move its device-keyed limits over (once per device here).
+            limit_results = await self._rekey_device(plan, limit_results, replace(keys, device=device.device))
         history = self._history(plan, results)
         browser_route = route.clients == "browser" and signed is None
         env = parse_env(facts.header("tokenward-signals")) if signed is None else None
@@ -308,7 +344,20 @@ class Guard:
                 else []
             ),
             *behaviour_signals(history, policy.behaviour),
+            *(content_signals(facts.call, content) if verified and facts.call is not None else []),
+            *template_signals(
+                plan.templates,
+                results[plan.templates_at : plan.templates_at + len(plan.templates)],
+                route.templates or policy.templates,
+            ),
         ]
+        off_purpose: str | None = None
+        if purpose is not None and route.purpose is not None:
+            result = await purpose
+            signals.extend(purpose_signals(result, route.purpose))
+            off_purpose = purpose_action(result, route.purpose)
+            if off_purpose == "score" and self.spike.mode(route.path) is RouteMode.UNDER_ATTACK:
+                off_purpose = policy.spike.off_purpose  # under attack, off-purpose calls may be refused
         engine = self._engines.get(route.path) or policy.engine_for(route)
         risk = engine.assess(
             signals,
@@ -321,7 +370,6 @@ class Guard:
                 signals=frozenset(s.name for s in signals),
             ),
         )
-        limit_results = results[plan.limits_at : plan.limits_at + len(plan.limits)]
         plan.counted = [hit for (_, hit), r in zip(plan.limits, limit_results, strict=True) if r.allowed]
         over = limit_verdict(plan.limits, limit_results)
         if plan.emergency is not None and not results[plan.emergency].allowed:
@@ -339,7 +387,19 @@ class Guard:
                 return self._spend_limit(self.breaker.check(now).retry_after), plan
             if not budget.ok:
                 plan.reservation = None
-        return self._decide(policy, route, outcome, signals, risk, over, budget, under_attack, signed), plan
+        if off_purpose == "refuse" and not (risk.rule is not None and risk.rule.action == "allow"):
+            message = route.purpose.message if route.purpose is not None else _MESSAGES["blocked"]
+            refusal = Decision(
+                Action.BLOCK, "content/off-purpose", ("content/off-purpose",), tuple(signals),
+                code="blocked", message=message, risk=risk_summary(risk),
+            )  # fmt: skip
+            return refusal, plan
+        decision = self._decide(policy, route, outcome, signals, risk, over, budget, under_attack, signed)
+        if off_purpose == "degrade" and decision.action is Action.ALLOW:
+            d = route.degrade
+            degrade = {"max_tokens": d.max_tokens if d else 256, "model": d.model if d else None}
+            decision = decision.evolve(action=Action.DEGRADE, name="content/off-purpose", degrade=degrade)
+        return decision, plan
 
     async def _signature(
         self, facts: RequestFacts, route: RouteSettings, now: float
@@ -389,7 +449,46 @@ class Guard:
     @staticmethod
     def _device_claim(facts: RequestFacts) -> DeviceClaim | str | None:
         value = facts.header("tokenward-device")
-        return None if value is None else parse_device_header_unverified(value)
+        if value is None or facts.header("tokenward-proof") is None:
+            return None  # a device signature covers a proof: without one it proves nothing
+        return parse_device_header_unverified(value)
+
+    def _precheck_device(self, facts: RequestFacts, claim: DeviceClaim | str | None) -> DeviceCheck | None:
+        """Check a device signature before the store batch when its key is already known
+        here. Only a verified device keys the request's counters: a made-up or borrowed
+        device id must neither dodge per-device limits nor spend another device's."""
+        if not isinstance(claim, DeviceClaim):
+            return None
+        key = self.devices.cached(claim.device)
+        if key is None:
+            return None  # fetched in the batch, verified after it
+        if DeviceKeys.verify(key, claim, facts.header("tokenward-proof") or "", facts.body):
+            return DeviceCheck("ok", device=claim.device, claimed=claim.device)
+        return DeviceCheck("bad-signature", claimed=claim.device)
+
+    async def _rekey_device(self, plan: _Plan, results: list[Any], keys: Keys) -> list[Any]:
+        ops: list[Op] = []
+        moved: list[int] = []
+        for i, ((spec, hit), result) in enumerate(zip(plan.limits, results, strict=True)):
+            if spec.key != "device":
+                continue
+            if result.allowed:
+                ops.append(Hit(hit.key, _INF, hit.window, -hit.cost))  # give the address its count back
+            ((_, new_hit),) = limit_ops([spec], keys)
+            plan.limits[i] = (spec, new_hit)
+            moved.append(i)
+            ops.append(new_hit)
+        if not ops:
+            return results
+        try:
+            answers = await self.store.execute(ops)
+        except StoreUnavailable:
+            return results  # keep the address-keyed counts for this request
+        out = list(results)
+        new_results = [a for op, a in zip(ops, answers, strict=True) if isinstance(op, Hit) and op.cost > 0]
+        for i, r in zip(moved, new_results, strict=True):
+            out[i] = r
+        return out
 
     @staticmethod
     def _identity_stats(plan: _Plan, results: list[Any]) -> IdentityStats | None:
@@ -401,15 +500,12 @@ class Guard:
         return IdentityStats(new_account_share=new / total if total else None, recent_requests=int(total))
 
     @staticmethod
-    def _keys(facts: RequestFacts, route: RouteSettings, claim: DeviceClaim | str | None, account: Any = None) -> Keys:
-        # The claimed device keys this request's counters before its signature is checked:
-        # the batch is planned before the store answers. A forged claim is a strong signal
-        # and its counts are never read as the device's own (see _history).
+    def _keys(facts: RequestFacts, route: RouteSettings, device: DeviceCheck | None, account: Any = None) -> Keys:
         return Keys(
             ip=facts.client_ip,
             subnet=subnet_of(facts.client_ip),
             route=route.path,
-            device=claim.device if isinstance(claim, DeviceClaim) else None,
+            device=device.device if device is not None and device.status == "ok" else None,
             account=account.id if isinstance(account, Account) else None,
         )
 
@@ -771,7 +867,8 @@ class Guard:
                 "challenge": self.challenge_for(DEVICE_ROUTE).to_wire(),
             }
         self.devices.remember(did, public_key)
-        return 200, {"device": did, "registrations_from_subnet": round(registrations.count)}
+        log.debug("device %s registered; %d registrations from %s", did, round(registrations.count), subnet)
+        return 200, {"device": did}
 
     # -- the log -----------------------------------------------------------------------
     def record(

@@ -29,6 +29,7 @@ from pydantic import (
 
 from .alerts import AlertSettings
 from .clients import ClientsSettings
+from .content import ConversationSettings, PurposeSettings, TemplateSettings
 from .decision import Flavour
 from .limits import BudgetSpec, LimitSpec
 from .money.prices import PriceTable
@@ -37,6 +38,7 @@ from .scoring import DEFAULT_THRESHOLDS, RiskEngine, Rule, Threshold
 from .signals.behaviour import BehaviourSettings
 from .signals.browser import BrowserSettings
 from .signals.client import ClientSettings
+from .signals.content import ContentSettings
 from .signals.identity import IdentitySettings
 from .signals.network import NetworkSettings
 from .spike import BreakerSettings, SpikeSettings
@@ -178,6 +180,15 @@ class RouteSettings(_Strict):
     model: str | None = Field(None, description="the model a custom route's calls are priced as")
     max_output_tokens: int | None = Field(None, ge=1, description="output cap for this route's calls")
     degrade: DegradeSettings | None = Field(None, description="what a degrade decision does on this route")
+    purpose: PurposeSettings | None = Field(None, description="what the route is for (docs/content.md)")
+    content: ContentSettings | None = Field(None, description="replaces the top-level content settings")
+    templates: TemplateSettings | None = Field(None, description="replaces the top-level template settings")
+    conversation: ConversationSettings | None = Field(None, description="server: the gateway holds the conversation")
+
+    @field_validator("conversation", mode="before")
+    @classmethod
+    def _conversation(cls, v: Any) -> Any:
+        return ConversationSettings.coerce(v)
 
     @field_validator("path")
     @classmethod
@@ -235,6 +246,8 @@ class Policy(_Strict):
     browser: BrowserSettings = Field(default_factory=BrowserSettings)
     network: NetworkSettings = Field(default_factory=NetworkSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    content: ContentSettings = Field(default_factory=ContentSettings)
+    templates: TemplateSettings = Field(default_factory=TemplateSettings)
     clients: ClientsSettings = Field(
         default_factory=ClientsSettings, description="trusted server clients with signing keys (RFC 9421)"
     )

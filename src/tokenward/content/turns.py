@@ -161,7 +161,8 @@ def _tool_names(tools: Any) -> tuple[tuple[str, ...], int]:
     for tool in tools[:MAX_TURNS]:
         if not isinstance(tool, Mapping):
             continue
-        fn = tool.get("function") if isinstance(tool.get("function"), Mapping) else tool
+        inner = tool.get("function")
+        fn: Mapping[str, Any] = inner if isinstance(inner, Mapping) else tool
         name = fn.get("name")
         if not isinstance(name, str):
             name = tool.get("type") if isinstance(tool.get("type"), str) else None  # built-in tools

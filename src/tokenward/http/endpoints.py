@@ -10,6 +10,7 @@ import orjson
 
 from ..decision import Flavour
 from ..guard import DEVICE_ROUTE, Guard, new_request_id
+from ..policy import RouteSettings
 from ..store import StoreUnavailable
 from .common import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, send_error, send_json
 from .gate import build_facts
@@ -69,7 +70,12 @@ class Endpoints:
                 'Send a JSON object naming the route to protect, e.g. {"route": "/v1/chat/completions"}.',
             )  # fmt: skip
             return
-        route = DEVICE_ROUTE if route_path == DEVICE_ROUTE else self.guard.policy.route_for(route_path)
+        policy = self.guard.policy
+        route: RouteSettings | str | None
+        if route_path == DEVICE_ROUTE:
+            route = DEVICE_ROUTE if policy.devices.enabled else None
+        else:
+            route = policy.route_for(route_path)
         if route is None or (not isinstance(route, str) and not route.protect):
             await send_error(
                 send, Flavour.CUSTOM, "bad_request",
