@@ -163,3 +163,36 @@ async def page_factory(browser) -> AsyncIterator[Callable[..., object]]:
     yield open_page
     for context in contexts:
         await context.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def open_page(browser) -> AsyncIterator[Callable[..., object]]:
+    """``await open_page(url, init_script=None, **context_options)``: like ``page_factory``
+    but with context options (e.g. ``permissions``) and a script run before the page's own."""
+    contexts = []
+
+    async def open_(url: str, init_script: str | None = None, **options: object):
+        context = await browser.new_context(**options)
+        contexts.append(context)
+        if init_script:
+            await context.add_init_script(init_script)
+        # Device registrations of this context, counted from before the first page load.
+        registrations: list[str] = []
+        context.on(
+            "request",
+            lambda r: (
+                registrations.append(r.url) if r.method == "POST" and r.url.endswith("/.tokenward/device") else None
+            ),
+        )
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+        page.tw_errors = errors  # type: ignore[attr-defined]
+        page.tw_registrations = registrations  # type: ignore[attr-defined]
+        await page.goto(url)
+        await page.wait_for_function("() => window.tokenward && window.tokenward.protocol === 1", timeout=15_000)
+        return page
+
+    yield open_
+    for context in contexts:
+        await context.close()

@@ -27,12 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .conftest import sdk_routes
+from .device_spec import b64d, check_device_header, p256_key, spec_device_id
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -236,9 +238,11 @@ class Received:
     status: int = 0
     challenge: str | None = None
     nonce: int | None = None
+    device: tuple[str, str | None] | None = None  # check_device_header's verdict, if sent
 
 
 PROTECTED = ("/v1/chat/completions", "/v1/messages")
+DEVICE_ROUTE = "/.tokenward/device"
 
 
 @dataclass
@@ -256,6 +260,14 @@ class FakeGateway:
     received: list[Received] = field(default_factory=list)
     bounced: set[bytes] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Device registration (§4.2): kept apart from the request challenges above.
+    device_enabled: bool = True
+    device_difficulty: int = 10
+    device_delay: float = 0.0  # seconds the registration endpoint takes to answer
+    device_keys: dict[str, ec.EllipticCurvePublicKey] = field(default_factory=dict)
+    registrations: list[str] = field(default_factory=list)  # device ids, one per successful POST
+    registration_proofs: list[tuple[str, bytes, int, int]] = field(default_factory=list)  # challenge, body, nonce, bits
+    device_posts: int = 0
 
     def issue(self, route: str, difficulty: int | None = None) -> dict[str, Any]:
         challenge = b64url_chars(110)
@@ -263,11 +275,14 @@ class FakeGateway:
         expires_at = time.time() + self.ttl
         with self.lock:
             self.issued[challenge] = (route, bits, expires_at)
-            self.issue_order.append(challenge)
+            if route != DEVICE_ROUTE:
+                self.issue_order.append(challenge)
         return {"v": 1, "challenge": challenge, "difficulty": bits, "expires_at": int(expires_at)}
 
     async def challenge_endpoint(self, request: Request) -> Response:
         payload = await request.json()
+        if payload["route"] == DEVICE_ROUTE and self.device_enabled:
+            return JSONResponse(self.issue(DEVICE_ROUTE, self.device_difficulty))
         with self.lock:
             self.challenge_requests.append(payload["route"])
         if self.challenge_status != 200:
@@ -275,6 +290,32 @@ class FakeGateway:
         if payload["route"] not in PROTECTED:  # §3.1: not a protected route
             return JSONResponse({"error": {"code": "bad_request"}}, status_code=400)
         return JSONResponse(self.issue(payload["route"]))
+
+    async def device_endpoint(self, request: Request) -> Response:
+        body = await request.body()
+        with self.lock:
+            self.device_posts += 1
+        if self.device_delay:
+            await asyncio.sleep(self.device_delay)
+        if not self.device_enabled:
+            return JSONResponse({"error": {"code": "not_found"}}, status_code=404)
+        assert json.loads(body).keys() == {"public_key"}
+        assert "tokenward-signals" not in request.headers  # registration proofs carry none
+        parts = request.headers["tokenward-proof"].split(".")
+        challenge, nonce = parts[1], int(parts[2])
+        with self.lock:
+            route, bits, _ = self.issued[challenge]
+            assert route == DEVICE_ROUTE and challenge not in self.used
+            self.used.add(challenge)
+        assert proof_ok(challenge, body, None, nonce, bits)
+        with self.lock:
+            self.registration_proofs.append((challenge, body, nonce, bits))
+        spki = b64d(json.loads(body)["public_key"])
+        device = spec_device_id(spki)
+        with self.lock:
+            self.device_keys[device] = p256_key(spki)
+            self.registrations.append(device)
+        return JSONResponse({"device": device})
 
     def refuse(self, route: str, code: str, challenge: dict[str, Any] | None = None) -> JSONResponse:
         if route == "/v1/messages":  # Anthropic flavour
@@ -289,6 +330,11 @@ class FakeGateway:
 
     def check(self, route: str, rec: Received) -> Response:
         header = rec.headers.get("tokenward-proof")
+        device_header = rec.headers.get("tokenward-device")
+        if device_header is not None:
+            with self.lock:
+                keys = dict(self.device_keys)
+            rec.device = check_device_header(device_header, header or "", rec.body, keys)
         if header is None:
             return self.refuse(route, "proof_required", self.issue(route))
         parts = header.split(".")
@@ -341,6 +387,7 @@ class FakeGateway:
             routes=[
                 *sdk_routes(),
                 Route("/.tokenward/challenge", self.challenge_endpoint, methods=["POST"]),
+                Route("/.tokenward/device", self.device_endpoint, methods=["POST"]),
                 Route("/v1/chat/completions", self.protected, methods=["POST"]),
                 Route("/v1/messages", self.protected, methods=["POST"]),
                 Route("/echo", self.echo, methods=["GET", "POST"]),
@@ -388,13 +435,17 @@ async def test_fetch_proves_the_exact_bytes_it_sends(page_factory, gateway):
     [rec] = gw.received
     assert rec.body == text.encode("utf-8")
     assert rec.headers["content-type"] == "application/json"
-    assert "tokenward-signals" not in rec.headers  # no signals unless configured
+    assert decode_signals(rec.headers["tokenward-signals"])["v"] == 1  # the built-in report, by default
     assert rec.headers["tokenward-proof"] == f"v1.{rec.challenge}.{rec.nonce}"
     proof = r["lastProof"]
     assert proof["route"] == "/v1/chat/completions"
     assert proof["difficulty"] == gw.difficulty
     assert proof["hashes"] >= rec.nonce + 1
     assert proof["solveMs"] >= 0
+    # The device key was registered first (one proved POST) and signed this request.
+    [device] = gw.registrations
+    assert rec.device == ("ok", device)
+    assert proof["device"] == device and proof["signMs"] >= 0
 
 
 @pytest.mark.parametrize(
@@ -485,8 +536,7 @@ async def test_built_in_signals_report_the_environment(page_factory, gateway):
     gw, url = gateway
     page = await page_factory(url + "/")
     statuses = await page.evaluate(
-        """async () => {
-          tokenward.configure({ signals: true });
+        """async () => {  // signals: true is the default
           const out = [];
           for (const body of ["first", "second"]) {
             out.push((await tokenward.fetch("/v1/chat/completions", {method: "POST", body})).status);
@@ -504,6 +554,7 @@ async def test_built_in_signals_report_the_environment(page_factory, gateway):
     assert len(first["scr"]) == 6 and len(first["vp"]) == 4
     assert first["hc"] >= 1 and isinstance(first["langs"], list)
     assert "prev" not in first  # no proof solved yet on this page
+    assert "input" not in first  # no field tracked on this page
     assert second["prev"]["difficulty"] == gw.difficulty
     assert second["prev"]["hashes"] >= gw.received[0].nonce + 1
 
@@ -519,6 +570,11 @@ async def test_fetch_retries_once_with_the_challenge_from_a_401(page_factory, ga
     assert (first.status, second.status) == (401, 200)
     assert first.body == second.body == text.encode()
     assert first.challenge != second.challenge
+    # Each attempt is signed over its own proof value (check_device_header verified both).
+    [device] = gw.registrations
+    assert first.device == second.device == ("ok", device)
+    assert first.headers["tokenward-device"] != second.headers["tokenward-device"]
+    assert first.headers["tokenward-signals"] == second.headers["tokenward-signals"]
     assert gw.issued[second.challenge][1] == gw.retry_difficulty  # the challenge from the 401
     assert r["lastProof"]["difficulty"] == gw.retry_difficulty
 
@@ -634,3 +690,188 @@ async def test_routes_the_gateway_does_not_protect_are_remembered(page_factory, 
     assert gw.challenge_requests == ["/echo"]
     assert all("tokenward-proof" not in rec.headers for rec in gw.received)
     assert [rec.body for rec in gw.received] == [b"one", b"two", b"three"]
+
+
+async def test_signals_can_be_turned_off(page_factory, gateway):
+    gw, url = gateway
+    page = await page_factory(url + "/")
+    status = await page.evaluate(
+        """async () => {
+          tokenward.configure({ signals: false });
+          return (await tokenward.fetch("/v1/chat/completions", {method: "POST", body: "quiet"})).status;
+        }"""
+    )
+    assert status == 200
+    [rec] = gw.received
+    assert "tokenward-signals" not in rec.headers
+    assert proof_ok(rec.challenge, rec.body, None, rec.nonce, gw.difficulty)
+
+
+# --------------------------------------------------------------------------------------
+# Device keys (docs/protocol.md §4.2) against the fake gateway
+# --------------------------------------------------------------------------------------
+async def test_concurrent_first_requests_register_one_device(page_factory, gateway):
+    gw, url = gateway
+    page = await page_factory(url + "/")
+    r = await page.evaluate(
+        """async () => {
+          const statuses = await Promise.all(Array.from({length: 5}, (_, i) =>
+            tokenward.fetch("/v1/chat/completions", {method: "POST", body: "n" + i}).then((r) => r.status)));
+          return {statuses, device: await tokenward.device()};
+        }"""
+    )
+    assert r["statuses"] == [200] * 5
+    assert gw.registrations == [r["device"]["id"]]  # registered once, for all five
+    assert [rec.device for rec in gw.received] == [("ok", r["device"]["id"])] * 5
+    registration = r["device"]["registration"]
+    assert registration["difficulty"] == gw.device_difficulty and registration["hashes"] >= 1
+
+
+async def test_configure_registers_in_the_background(page_factory, gateway):
+    gw, url = gateway
+    page = await page_factory(url + "/")
+    await page.evaluate("tokenward.configure({ routes: ['/v1/chat/completions'] })")
+    await eventually(lambda: len(gw.registrations) == 1)  # before any request
+    assert gw.received == []
+    await page.evaluate("tokenward.fetch('/v1/chat/completions', {method: 'POST', body: 'x'})")
+    assert gw.received[0].device == ("ok", gw.registrations[0])
+
+
+async def test_device_disabled_on_the_gateway(page_factory, gateway):
+    """A gateway that offers no registration (404): requests go without a device header,
+    and the page does not ask again."""
+    gw, url = gateway
+    gw.device_enabled = False
+    page = await page_factory(url + "/")
+    r = await page.evaluate(
+        """async () => {
+          const out = [];
+          for (const body of ["a", "b", "c"]) {
+            out.push((await tokenward.fetch("/v1/chat/completions", {method: "POST", body})).status);
+          }
+          return {out, device: await tokenward.device(), last: tokenward.lastProof};
+        }"""
+    )
+    assert r["out"] == [200, 200, 200]
+    assert r["device"] is None and r["last"]["device"] is None
+    assert all("tokenward-device" not in rec.headers for rec in gw.received)
+    assert gw.device_posts == 0  # the challenge endpoint refused the device route already
+
+
+async def test_slow_registration_does_not_hold_requests(page_factory, gateway):
+    """A request waits at most deviceWaitMs (default 2 s) for a registration in flight,
+    then goes without the header; once registered, requests are signed."""
+    gw, url = gateway
+    gw.device_delay = 4.0
+    page = await page_factory(url + "/")
+    r = await page.evaluate(
+        """async () => {
+          const t0 = performance.now();
+          const a = await tokenward.fetch("/v1/chat/completions", {method: "POST", body: "early"});
+          const waited = performance.now() - t0;
+          const device = await tokenward.device();  // the registration finishes meanwhile
+          const b = await tokenward.fetch("/v1/chat/completions", {method: "POST", body: "later"});
+          return {statuses: [a.status, b.status], waited, device};
+        }"""
+    )
+    assert r["statuses"] == [200, 200]
+    assert 1900 <= r["waited"] < 3500, r["waited"]
+    early, later = gw.received
+    assert "tokenward-device" not in early.headers
+    assert later.device == ("ok", r["device"]["id"])
+
+
+async def test_no_device_header_without_a_proof(page_factory, gateway):
+    gw, url = gateway
+    page = await page_factory(url + "/")
+    await page.evaluate(
+        """async () => {
+          await tokenward.fetch("/echo", {method: "POST", body: "unprotected"});  // 400 from the challenge endpoint
+          await tokenward.fetch("/echo", {method: "POST", body: "again"});
+        }"""
+    )
+    assert [rec.path for rec in gw.received] == ["/echo", "/echo"]
+    for rec in gw.received:
+        assert not {"tokenward-proof", "tokenward-device", "tokenward-signals"} & rec.headers.keys()
+
+
+async def test_device_off(page_factory, gateway):
+    gw, url = gateway
+    page = await page_factory(url + "/")
+    r = await page.evaluate(
+        """async () => {
+          tokenward.configure({ device: false });
+          const s = (await tokenward.fetch("/v1/chat/completions", {method: "POST", body: "x"})).status;
+          return {s, device: await tokenward.device()};
+        }"""
+    )
+    assert r == {"s": 200, "device": None}
+    assert gw.device_posts == 0 and "tokenward-device" not in gw.received[0].headers
+
+
+async def test_forget_device_makes_a_new_key(page_factory, gateway):
+    gw, url = gateway
+    page = await page_factory(url + "/")
+    ids = await page.evaluate(
+        """async () => {
+          const a = (await tokenward.device()).id;
+          await tokenward.forgetDevice();
+          const b = (await tokenward.device()).id;
+          return [a, b];
+        }"""
+    )
+    assert ids[0] != ids[1]
+    assert gw.registrations == ids
+
+
+async def test_requests_take_the_workers_from_a_registration(page_factory, gateway):
+    """A registration solves in the background: requests arriving meanwhile take the
+    workers instead of waiting behind it (here it would take hours: 40 bits)."""
+    gw, url = gateway
+    gw.device_difficulty = 40
+    page = await page_factory(url + "/")
+    r = await page.evaluate(
+        """async () => {
+          tokenward.configure({ workers: 2, device: true, deviceWaitMs: 0 });  // registration starts
+          await new Promise((resolve) => setTimeout(resolve, 300));  // ... and is solving now
+          const out = [];
+          for (const body of ["one", "two", "three"]) {
+            const t0 = performance.now();
+            const status = (await tokenward.fetch("/v1/chat/completions", {method: "POST", body})).status;
+            out.push({status, ms: performance.now() - t0, proof: tokenward.lastProof});
+          }
+          return out;
+        }"""
+    )
+    assert [x["status"] for x in r] == [200, 200, 200]
+    for x in r:
+        assert x["proof"]["device"] is None  # not registered, and deviceWaitMs: 0
+        assert x["proof"]["solveMs"] < 1000, x  # 8 bits: ~256 hashes, not 2^40
+    assert gw.device_posts == 0
+    assert all("tokenward-device" not in rec.headers for rec in gw.received)
+
+
+async def test_a_preempted_registration_still_finds_the_smallest_nonce(page_factory, gateway):
+    gw, url = gateway
+    gw.device_difficulty = 20  # ~1M hashes: requests keep interrupting it below
+    page = await page_factory(url + "/")
+    r = await page.evaluate(
+        """async () => {
+          tokenward.configure({ workers: 2, device: true, deviceWaitMs: 0 });
+          let done = false;
+          const device = tokenward.device().then((d) => { done = true; return d; });
+          let during = 0;
+          while (!done) {
+            await tokenward.fetch("/v1/chat/completions", {method: "POST", body: "during " + during});
+            during++;
+            await new Promise((resolve) => setTimeout(resolve, 20));
+          }
+          return {device: await device, during};
+        }"""
+    )
+    reg = r["device"]["registration"]
+    print(f"\nregistration: {reg['ms']:.0f} ms, {reg['hashes']:,} hashes, {r['during']} requests meanwhile")
+    [(challenge, body, nonce, bits)] = gw.registration_proofs
+    assert nonce == smallest_nonce(challenge, body, None, bits)
+    assert reg["hashes"] >= nonce + 1
+    assert all(rec.status == 200 for rec in gw.received)

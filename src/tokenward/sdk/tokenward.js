@@ -7,7 +7,10 @@
  *   tokenward.fetch(input, init) -> Promise<Response>
  *       Drop-in for fetch(). Protected requests (by default every POST; see `routes`)
  *       get a fresh single-use challenge, a proof-of-work bound to the exact body bytes
- *       sent, and the header `Tokenward-Proof: v1.<challenge>.<nonce>`. When the answer
+ *       sent, and the header `Tokenward-Proof: v1.<challenge>.<nonce>`, with
+ *       `Tokenward-Signals` (environment and input counts) and `Tokenward-Device` (the
+ *       device key's signature) unless configured off. User guide: docs/browser-sdk.md.
+ *       When the answer
  *       is a 401 whose JSON error carries a fresh challenge (OpenAI shape
  *       {"error": {..., "challenge": {...}}} or Anthropic shape
  *       {"type": "error", "error": {..., "challenge": {...}}}), the request is proved
@@ -20,17 +23,43 @@
  *       A route for which the gateway refuses to issue challenges (400: not protected)
  *       is remembered, and later POSTs to it go without a proof.
  *
- *   tokenward.configure({base, routes, signals, workers}) -> tokenward
+ *   tokenward.configure({base, routes, signals, workers, device, deviceTtlDays, deviceWaitMs})
+ *       -> tokenward
  *       base:    origin/prefix of the gateway, default "" (same origin). Challenges come
  *                from `${base}/.tokenward/challenge` (a cross-origin gateway must allow
- *                it with CORS, and the Tokenward-Proof/-Signals request headers).
+ *                it with CORS, and the Tokenward-Proof/-Signals/-Device request headers).
  *       routes:  array of exact URL paths to protect (POSTs to them), or null (default)
- *                for every POST. Configuring routes prefetches one challenge per route.
- *       signals: optional function returning (or resolving to) an object; it is sent as
- *                `Tokenward-Signals: <b64url(JSON), no padding>` and hashed into the proof.
- *                `true` uses tokenward.collectSignals. Default: no signals header.
+ *                for every POST. Configuring routes prefetches one challenge per route
+ *                and starts the device registration in the background.
+ *       signals: true (default): send the built-in report (tokenward.collectSignals(),
+ *                with the input counts of tracked fields) as
+ *                `Tokenward-Signals: <b64url(JSON), no padding>`, hashed into the proof.
+ *                A function returning (or resolving to) an object sends that instead.
+ *                false: no signals header.
  *       workers: number of Web Workers for the search, default
  *                min(2, navigator.hardwareConcurrency || 1); 0 solves on the main thread.
+ *       device:  true (default): keep a device key and sign every proved request with it
+ *                (docs/protocol.md §4.2, below). false: no device key, no header.
+ *       deviceTtlDays: register the key again when its registration with this gateway
+ *                is older than this (default 25; gateways keep keys 30 days by default).
+ *       deviceWaitMs: how long a request may wait for a registration still in flight,
+ *                counted from the start of the request (default 2000); after that it
+ *                goes without the device header and the registration continues.
+ *
+ *   tokenward.trackInput(elementOrSelector) -> untrack()
+ *       Counts, for the prompt being written in that field (textarea, input or
+ *       contenteditable; a selector also matches fields added later): trusted keydowns
+ *       that type or delete text, paste (and drop) events and the pasted length, the
+ *       time the field was focused, and its length. Counts only: the text is never read
+ *       or sent. They go out as the `input` field of the signals and start again from
+ *       zero once a proved request has carried them (a new prompt).
+ *
+ *   tokenward.device() -> Promise<{id, registeredAt, registration} | null>
+ *       This page's device key for the configured gateway, loaded (and registered, the
+ *       first time) on demand; null when it cannot have one (no IndexedDB or WebCrypto,
+ *       registration not offered). `registration` ({ms, hashes, difficulty}) is set
+ *       when this page load registered it.
+ *   tokenward.forgetDevice() -> Promise: deletes the stored key and registrations.
  *
  *   tokenward.solve(challenge, bodyBytes, difficulty, signalsHeader?)
  *       -> Promise<{nonce, hashes, solveMs, workers}>   (workers: 0 = solved on main thread)
@@ -39,12 +68,22 @@
  *       smallest valid one, whatever the number of workers.
  *
  *   tokenward.collectSignals() -> the page environment as docs/protocol.md §4.1 describes
- *       it (v, wd, ua, uad, gl, scr, vp, tz, tzo, langs, hc, dm, touch, plugins, hl, prev).
- *       Not sent unless configured; combine it: signals: () => ({...tokenward.collectSignals(), x}).
+ *       it (v, wd, ua, uad, gl, scr, vp, tz, tzo, langs, hc, dm, touch, plugins, hl,
+ *       input, prev). Extend it: signals: () => ({...tokenward.collectSignals(), x}).
  *
- *   tokenward.lastProof -> {solveMs, difficulty, hashes, route, workers} of the last proof
- *       attached by tokenward.fetch (null before the first one).
+ *   tokenward.lastProof -> {solveMs, difficulty, hashes, route, workers, device, signMs}
+ *       of the last proof attached by tokenward.fetch (null before the first one);
+ *       device: the id that signed it, or null.
  *   tokenward.version   -> SDK version string; tokenward.protocol -> 1.
+ *
+ * Device key: an ECDSA P-256 key pair from WebCrypto with a non-extractable private
+ * key, stored in IndexedDB (database "tokenward", store "device") of the page's origin.
+ * It is registered once per gateway: a challenge for route "/.tokenward/device", solved
+ * over the body {"public_key": "<b64url SPKI>"}, POSTed to /.tokenward/device; the
+ * answer's id must be b64url(SHA-256(SPKI)[:16]). Each proved request then carries
+ *   Tokenward-Device: v1.<id>.<b64url(ECDSA-SHA256 signature, raw r||s)>
+ * over utf8("tokenward-device-v1") || 0x00 || utf8(Tokenward-Proof value) || 0x00 ||
+ * SHA-256(body), signed after solving (the retry is signed again over its new proof).
  *
  * Speed: the search runs a pure-JS SHA-256 in Web Workers (Blob URL), started when the
  * page is idle. With a CSP that forbids blob: workers it falls back to the main thread
@@ -343,7 +382,44 @@
   // ---------------------------------------------------------------------------------
   let poolPromise = null; // Promise<Worker[] | null>; null = workers unavailable
   let jobCounter = 0;
-  let poolQueue = Promise.resolve(); // settles when the pool is free for the next job
+
+  // The pool runs one job at a time (each job saturates it anyway): concurrent solves
+  // wait for a lease. Foreground solves (requests) go before background ones (device
+  // registration), and take the pool from a background solve that is running: it stops
+  // after its current chunks and resumes later from the first nonce not yet searched.
+  const poolWaiters = []; // {background, grant}, foreground ones first
+  let poolHolder = null; // the lease in use
+
+  function acquirePool(background) {
+    return new Promise((grant) => {
+      const w = { background, grant };
+      const firstBackground = background ? -1 : poolWaiters.findIndex((x) => x.background);
+      if (firstBackground < 0) poolWaiters.push(w); else poolWaiters.splice(firstBackground, 0, w);
+      if (!background && poolHolder && poolHolder.background) {
+        poolHolder.yieldWanted = true;
+        if (poolHolder.preempt) poolHolder.preempt();
+      }
+      pumpPool();
+    });
+  }
+
+  function pumpPool() {
+    if (poolHolder || !poolWaiters.length) return;
+    const w = poolWaiters.shift();
+    let finish;
+    const lease = {
+      background: w.background, yieldWanted: false, preempt: null,
+      done: new Promise((r) => { finish = r; }),
+      release() {
+        if (poolHolder !== lease) return;
+        poolHolder = null;
+        finish();
+        pumpPool();
+      },
+    };
+    poolHolder = lease;
+    w.grant(lease);
+  }
 
   function workerCount() {
     const n = config.workers;
@@ -399,10 +475,24 @@
     poolPromise = null;
     if (!old) return;
     const stop = () => old.then((ws) => { if (ws) ws.forEach((w) => w.terminate()); });
-    poolQueue.then(stop, stop);
+    // Leases taken or asked for before this call (their waiters are granted a lease
+    // before any later one), so the holder and the last waiter cover them all.
+    const pending = [poolHolder ? poolHolder.done : null];
+    if (poolWaiters.length) {
+      const last = poolWaiters[poolWaiters.length - 1];
+      pending.push(new Promise((resolve) => {
+        const grant = last.grant;
+        last.grant = (lease) => { grant(lease); lease.done.then(resolve); };
+      }));
+    }
+    Promise.all(pending).then(stop, stop);
   }
 
-  function solveInWorkers(workers, prefix, difficulty) {
+  // Searches from nonce `from` (every nonce below it is known not to be valid). A
+  // background lease can be preempted: the search then stops and resolves with
+  // {preempted: true, from}, `from` being the first nonce not searched yet (every chunk
+  // below the lowest chunk a worker has not finished is done).
+  function solveInWorkers(workers, prefix, difficulty, from, lease) {
     const id = ++jobCounter;
     const n = workers.length;
     return new Promise((resolve, reject) => {
@@ -412,16 +502,28 @@
       // Per worker: the start of its first chunk not searched yet (Infinity once it
       // found a nonce and stopped). All nonces below `best` are searched once every
       // worker's next chunk starts at or above it.
-      const next = workers.map((_, i) => i * WORKER_CHUNK);
+      const next = workers.map((_, i) => from + i * WORKER_CHUNK);
 
-      function finishIfDone() {
-        if (best === Infinity || next.some((start) => start < best)) return;
+      function stop() {
         settled = true;
+        lease.preempt = null;
         for (const w of workers) {
           w.postMessage({ t: "cancel", id });
           w.onmessage = null; w.onerror = null;
         }
+      }
+      function finishIfDone() {
+        if (best === Infinity || next.some((start) => start < best)) return;
+        stop();
         resolve({ nonce: best, hashes });
+      }
+      if (lease.background) {
+        lease.preempt = () => {
+          if (settled) return;
+          stop();
+          resolve({ preempted: true, from: Math.min(...next), hashes });
+        };
+        if (lease.yieldWanted) { lease.preempt(); return; }
       }
       workers.forEach((w, i) => {
         w.onmessage = (ev) => {
@@ -440,12 +542,13 @@
           if (ev && ev.preventDefault) ev.preventDefault();
           if (settled) return;
           settled = true;
+          lease.preempt = null;
           reject(new Error("tokenward: proof worker failed"));
         };
         // postMessage gives each worker its own copy of the prefix.
         w.postMessage({
           t: "job", id, prefix, difficulty,
-          first: i * WORKER_CHUNK, stride: n * WORKER_CHUNK, chunk: WORKER_CHUNK,
+          first: from + i * WORKER_CHUNK, stride: n * WORKER_CHUNK, chunk: WORKER_CHUNK,
         });
       });
     });
@@ -453,10 +556,10 @@
 
   // Main-thread fallback (e.g. a CSP that forbids blob: workers): the same kernel in
   // time slices, yielding with setTimeout so the page keeps painting and handling input.
-  function solveOnMainThread(prefix, difficulty) {
+  function solveOnMainThread(prefix, difficulty, from) {
     const job = kernel.prepare(prefix, difficulty);
     return new Promise((resolve) => {
-      let start = 0, hashes = 0;
+      let start = from, hashes = 0;
       const step = 2048;
       function slice() {
         const until = performance.now() + MAIN_SLICE_MS;
@@ -494,7 +597,12 @@
     return kernel.digest(bytes);
   }
 
-  async function solve(challenge, bodyBytes, difficulty, signalsHeader) {
+  function solve(challenge, bodyBytes, difficulty, signalsHeader) {
+    return solveWith(challenge, bodyBytes, difficulty, signalsHeader, false);
+  }
+
+  // background: yields the workers to foreground solves (device registration).
+  async function solveWith(challenge, bodyBytes, difficulty, signalsHeader, background) {
     const t0 = performance.now();
     if (typeof challenge !== "string" || !challenge) throw new TypeError("tokenward: bad challenge");
     difficulty = Math.max(0, Math.floor(Number(difficulty) || 0));
@@ -512,29 +620,35 @@
     prefix.set(signalsSha, ch.length + 33);
     let result = null;
     let used = 0;
-    // The pool runs one job at a time (each job saturates it anyway): concurrent solves
-    // queue here instead of overwriting each other's job in the workers.
-    const turn = poolQueue;
-    let release;
-    poolQueue = new Promise((r) => { release = r; });
-    try {
-      await turn;
-      const workers = await getPool();
-      if (workers) {
-        try {
-          result = await solveInWorkers(workers, prefix, difficulty);
-          used = workers.length;
-        } catch (_) {
-          resetPool();
-          config.workers = 0; // a worker crashed: do not try again on this page
+    let from = 0; // nonces below this one are searched already (a preempted background solve)
+    let hashes = 0;
+    for (;;) {
+      const lease = await acquirePool(background);
+      let again = false;
+      try {
+        const workers = await getPool();
+        if (workers) {
+          try {
+            const r = await solveInWorkers(workers, prefix, difficulty, from, lease);
+            hashes += r.hashes;
+            if (r.preempted) { from = r.from; again = true; } else { result = r; used = workers.length; }
+          } catch (_) {
+            resetPool();
+            config.workers = 0; // a worker crashed: do not try again on this page
+          }
         }
+      } finally {
+        lease.release();
       }
-    } finally {
-      release();
+      if (!again) break;
     }
-    if (!result) result = await solveOnMainThread(prefix, difficulty);
+    if (!result) {
+      const r = await solveOnMainThread(prefix, difficulty, from);
+      result = { nonce: r.nonce };
+      hashes += r.hashes;
+    }
     // `workers`: how many workers searched (0 = main thread), for diagnostics.
-    return { nonce: result.nonce, hashes: result.hashes, solveMs: performance.now() - t0, workers: used };
+    return { nonce: result.nonce, hashes, solveMs: performance.now() - t0, workers: used };
   }
 
   // ---------------------------------------------------------------------------------
@@ -704,7 +818,7 @@
     let c = await deviceChallenge();
     let hashes = 0;
     for (let attempt = 0; attempt < 2 && c; attempt++) {
-      const r = await solve(c.challenge, body, c.difficulty, null);
+      const r = await solveWith(c.challenge, body, c.difficulty, null, true);
       hashes += r.hashes;
       const response = await nativeFetch(config.base + DEVICE_ROUTE, {
         method: "POST",
