@@ -113,6 +113,7 @@ class Decision:
     model: str | None = None  # the model the call is priced as
     degrade: Mapping[str, Any] | None = None  # {"max_tokens": int | None, "model": str | None}
     call: Any = None  # money.call.CallPlan: what to send upstream and how to read its usage
+    conversation: Any = None  # (id, user text, upstream body) of a server-held conversation
 
     @property
     def forwards(self) -> bool:

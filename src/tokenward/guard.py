@@ -23,10 +23,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from .alerts import Alerter
 from .content import (
+    CONVERSATION_HEADER,
+    ConversationIds,
+    ConversationProblem,
+    ConversationTurn,
     PurposeResult,
+    build_upstream_body,
+    check_request,
+    expired_problem,
+    history_from,
     latest_user_text,
+    ops_to_load,
+    ops_to_save,
     purpose_action,
     purpose_signals,
     template_keys,
@@ -109,7 +121,7 @@ def new_request_id() -> str:
 class RequestOutcome:
     """What happened after the decision, filled in by the HTTP layer for the log."""
 
-    __slots__ = ("error", "model", "status", "upstream_status", "usage")
+    __slots__ = ("error", "model", "status", "text", "upstream_status", "usage")
 
     def __init__(self) -> None:
         self.status = 0
@@ -117,6 +129,7 @@ class RequestOutcome:
         self.error: str | None = None
         self.usage: Usage | None = None  # what the upstream call consumed, when it was made
         self.model: str | None = None  # the model the call was sent to (after a degrade)
+        self.text: str | None = None  # what the upstream generated (server-held conversations)
 
 
 @dataclass(slots=True)
@@ -132,6 +145,7 @@ class _Plan:
     inflight: str | None = None  # the concurrency counter this request holds
     emergency: int | None = None  # index of the emergency limit's hit (fail-open fallback)
     revocation: int | None = None  # index of a signing key's revocation entry
+    conversation: int | None = None  # index of a server-held conversation's history
     templates: list[str] = field(default_factory=list)  # template fingerprints counted across identities
     templates_at: int = 0
     counts: bool = False  # a fresh proof: this request counts towards the route's rate
@@ -183,6 +197,7 @@ class Guard:
         # Where fail-open routes are judged while the store is unavailable.
         self.fallback = MemoryStore(max_used=100_000, max_keys=50_000, clock=clock)
         self._settling: set[asyncio.Future[None]] = set()
+        self.conversations = ConversationIds(keys)
         self.estimator = TokenEstimator(backend=policy.money.estimator)
         self.spike = SpikeDetector(policy.spike)
         self.breaker = SpendBreaker(policy.breaker)
@@ -226,13 +241,23 @@ class Guard:
                     settle += (policy.spike.requests_op(route.path),)
                 changes["settle"] = settle
         if forwards and facts.call is not None:
+            call = facts.call
+            if decision.conversation is not None:  # forward the history the gateway holds
+                call = LLMCall(call.flavour, call.model, call.stream, call.max_tokens, decision.conversation[2])
             changes["call"] = self._call_plan(
-                facts.call, route, decision, plan, bool(changes.get("reservation")), len(facts.body)
+                call, route, decision, plan, bool(changes.get("reservation")), len(facts.body), decision.conversation
             )
         return decision.evolve(**changes) if changes else decision
 
     def _call_plan(
-        self, call: LLMCall, route: RouteSettings, decision: Decision, plan: _Plan | None, reserved: bool, size: int
+        self,
+        call: LLMCall,
+        route: RouteSettings,
+        decision: Decision,
+        plan: _Plan | None,
+        reserved: bool,
+        size: int,
+        conversation: Any = None,
     ) -> CallPlan:
         model = plan.model if plan is not None and plan.model else (call.model or route.model)
         loaded = plan is not None and plan.tokens_in is not None
@@ -246,6 +271,7 @@ class Guard:
             # Without a reservation a cheap estimate will do (one token per 2 body bytes).
             input_estimate=plan.tokens_in if plan is not None and plan.tokens_in is not None else (size + 1) // 2,
             count=self.estimator.counter(model) if loaded else bytes_estimate,
+            rebuilt=conversation is not None,
         )
 
     async def _judge(self, policy: Policy, facts: RequestFacts, route: RouteSettings) -> tuple[Decision, _Plan | None]:
@@ -272,6 +298,11 @@ class Guard:
             precheck = self._precheck_device(facts, claim)
             keys = self._keys(facts, route, precheck, account)
         plan = self._plan(policy, facts, route, proof, claim, keys, signed)
+        conversation = self._conversation(facts, route, keys)
+        if isinstance(conversation, Decision):
+            return conversation, None
+        if conversation is not None and not conversation.new:
+            plan.conversation = plan.add(ops_to_load(conversation.conversation or "")[0])
         content = route.content or policy.content
         purpose: asyncio.Future[PurposeResult] | None = None
         verified = signed is not None or isinstance(proof, ProofClaims)
@@ -322,6 +353,22 @@ class Guard:
             )
             if isinstance(confirmed, SignatureFailure):
                 return self._signature_refusal(confirmed), plan
+        held: tuple[str, Any] | None = None  # (conversation id, upstream body) of a server-held conversation
+        if conversation is not None and route.conversation is not None and facts.call is not None:
+            if conversation.new:
+                owner = (keys.device or keys.account) if route.conversation.bind_owner else None
+                conv_id, exchanges = self.conversations.issue(route.path, owner), []
+            else:
+                conv_id = conversation.conversation or ""
+                exchanges = history_from(results[plan.conversation]) if plan.conversation is not None else []
+                if not exchanges:
+                    problem = expired_problem()
+                    return Decision(
+                        Action.BLOCK, "conversation/unknown", ("conversation/unknown",), code=problem.code,
+                        message=problem.message,
+                    ), plan  # fmt: skip
+            body = build_upstream_body(facts.call, exchanges, conversation, route.conversation)
+            held = (conv_id, orjson.loads(body))
         device = precheck or self._check_device(facts, claim, plan, results)
         limit_results = results[plan.limits_at : plan.limits_at + len(plan.limits)]
         if device.status == "ok" and precheck is None and keys.device is None:
@@ -395,11 +442,33 @@ class Guard:
             )  # fmt: skip
             return refusal, plan
         decision = self._decide(policy, route, outcome, signals, risk, over, budget, under_attack, signed)
+        if held is not None and conversation is not None:
+            decision = decision.evolve(conversation=(held[0], conversation.text, held[1]))
         if off_purpose == "degrade" and decision.action is Action.ALLOW:
             d = route.degrade
             degrade = {"max_tokens": d.max_tokens if d else 256, "model": d.model if d else None}
             decision = decision.evolve(action=Action.DEGRADE, name="content/off-purpose", degrade=degrade)
         return decision, plan
+
+    def _conversation(
+        self, facts: RequestFacts, route: RouteSettings, keys: Keys
+    ) -> ConversationTurn | Decision | None:
+        """``conversation: server`` routes: the client may only add one user turn to a
+        conversation id the gateway gave it; history, system prompts and assistant turns
+        sent by the client are refused."""
+        cfg = route.conversation
+        if cfg is None or facts.call is None:
+            return None
+        owner = (keys.device or keys.account) if cfg.bind_owner else None
+        turn = check_request(
+            facts.call, cfg, self.conversations, route=route.path,
+            header=facts.header(CONVERSATION_HEADER.lower()), owner=owner,
+        )  # fmt: skip
+        if isinstance(turn, ConversationProblem):
+            return Decision(
+                Action.BLOCK, "conversation/refused", ("conversation/refused",), code=turn.code, message=turn.message
+            )
+        return turn
 
     async def _signature(
         self, facts: RequestFacts, route: RouteSettings, now: float
@@ -745,6 +814,10 @@ class Guard:
         cost = self.cost(decision, outcome)
         self.record(facts, decision, outcome, decision_ms, total_ms, cost)
         ops = list(decision.settle)
+        route_cfg = facts.route.conversation if facts.route is not None else None
+        if decision.conversation is not None and route_cfg is not None and outcome.text:
+            conv_id, user_text, _ = decision.conversation
+            ops.extend(ops_to_save(conv_id, user_text, outcome.text, route_cfg))
         if decision.reservation is not None:
             ops.append(Commit(decision.reservation, cost or 0.0))
         if cost and facts.route is not None and self.policy.spike.enabled:

@@ -95,6 +95,8 @@ def decision_headers(request_id: str, decision: Decision | None) -> list[tuple[b
     out = [(b"tokenward-request-id", request_id.encode())]
     if decision is not None:
         out.append((b"tokenward-decision", decision.header.encode()))
+        if decision.conversation is not None:  # a server-held conversation: the id to continue it
+            out.append((b"tokenward-conversation", decision.conversation[0].encode()))
     return out
 
 

@@ -103,6 +103,8 @@ class TokenwardMiddleware:
                 if not message.get("more_body", False):
                     chunk += meter.end()
                     outcome.usage = meter.result()
+                    if decision.conversation is not None:
+                        outcome.text = meter.text()
                 message = {**message, "body": chunk}
             await send(message)
 

@@ -173,6 +173,8 @@ class Upstream:
                 resp.close()
                 if meter is not None:
                     outcome.usage = meter.result()
+                    if decision is not None and decision.conversation is not None:
+                        outcome.text = meter.text()
         finally:
             watcher.cancel()
             if state.get("gone") and outcome.error is None:

@@ -49,6 +49,7 @@ def plan_call(
     output_cap: int | None = None,
     input_estimate: int | None = None,
     count: Callable[[str], int] = bytes_estimate,
+    rebuilt: bool = False,
 ) -> CallPlan:
     """Decide the upstream body: ask OpenAI streams for their usage (stripped again
     before the client sees it when it did not ask), cap the output at what a
@@ -63,7 +64,7 @@ def plan_call(
         body, model = {**body, "model": swap}, swap
     prepared = prepare_request(body, flavour, path, output_limit=limit)
     new_body = prepared.body
-    if new_body is None and swap:
+    if new_body is None and (swap or rebuilt):  # the client's bytes are not what goes upstream
         new_body = orjson.dumps(body)
     if input_estimate is None:
         # No reservation was made: a cheap estimate is enough for a stream cut short.

@@ -449,6 +449,22 @@ class UsageMeter:
                     _text_of_event(data, self._texts)
 
     # -- results ----------------------------------------------------------------------
+    def text(self) -> str:
+        """The text the upstream generated (streamed deltas, or the JSON body's content):
+        what a server-held conversation records as the assistant's turn."""
+        if not self._sse:
+            if self._json is None:
+                return ""
+            try:
+                data = orjson.loads(b"".join(self._json))
+            except orjson.JSONDecodeError:
+                return ""
+            texts: list[str] = []
+            _text_of_response(data, texts)
+            return "".join(texts)
+        self._condense()
+        return "".join(t for t in self._texts if t)
+
     @property
     def exact(self) -> bool:
         """True once both counts have arrived from the upstream."""
