@@ -81,6 +81,8 @@ async def main() -> None:
         "limits": [{"name": "per-device", "key": "device", "limit": 1e12, "window": 60},
                    {"name": "per-subnet", "key": "subnet", "limit": 1e12, "window": 60}],
         "weights": {"behaviour/*": 0},
+        # The target excludes content signals (measured by bench/content.py): off here.
+        "content": {"enabled": False}, "templates": {"enabled": False},
     })  # fmt: skip
     store = MemoryStore()
     guard = Guard(policy, store=store, keys=KeyRing.generate())
@@ -90,12 +92,13 @@ async def main() -> None:
     await store.execute([Put(f"devkey:{device.id}", device.spki, 3600)])
     lists = CidrLists.from_lines({"datacenter": [f"10.{i}.0.0/16" for i in range(200)]})
 
-    def facts(i: int, proof: str | None = None) -> RequestFacts:
+    def facts(i: int, proof: str | None = None, signed: bool = True) -> RequestFacts:
         body = orjson.dumps({"messages": [{"role": "user", "content": f"How do I reset my password? ({i})"}]})
         pairs = browser_headers()
         if proof is not None:
             pairs.append(("tokenward-proof", proof))
-            pairs.append(("tokenward-device", device.header(proof, body)))
+            if signed:
+                pairs.append(("tokenward-device", device.header(proof, body)))
         return RequestFacts(
             request_id=f"r{i}", received_at=time.time(), method="POST", path=ROUTE,
             client_ip=f"203.0.{i % 250}.{i % 200 + 1}", headers=dict(pairs),
@@ -116,19 +119,23 @@ async def main() -> None:
         ("behaviour signals", timeit(lambda: behaviour_signals(History(), policy.behaviour), n)),
     ]  # fmt: skip
 
-    prepared = []
-    for i in range(n):
-        body = orjson.dumps({"messages": [{"role": "user", "content": f"How do I reset my password? ({i})"}]})
-        c = issue_challenge(guard.keys, ROUTE, 0, 600, time.time())
-        prepared.append(facts(i, f"v1.{c.token}.{solve(c.token, body, 0)}"))
-    decisions = []
-    samples = []
-    for chunk in range(5):
-        part = prepared[chunk * (n // 5) : (chunk + 1) * (n // 5)]
-        t = time.perf_counter()
-        for item in part:
-            decisions.append(await guard.check(item))
-        samples.append((time.perf_counter() - t) / len(part) * 1e6)
+    async def run(signed: bool) -> tuple[list[float], list]:
+        prepared = []
+        for i in range(n):
+            body = orjson.dumps({"messages": [{"role": "user", "content": f"How do I reset my password? ({i})"}]})
+            c = issue_challenge(guard.keys, ROUTE, 0, 600, time.time())
+            prepared.append(facts(i, f"v1.{c.token}.{solve(c.token, body, 0)}", signed))
+        decisions, samples = [], []
+        for chunk in range(5):
+            part = prepared[chunk * (n // 5) : (chunk + 1) * (n // 5)]
+            t = time.perf_counter()
+            for item in part:
+                decisions.append(await guard.check(item))
+            samples.append((time.perf_counter() - t) / len(part) * 1e6)
+        return samples, decisions
+
+    unsigned, _ = await run(False)
+    samples, decisions = await run(True)
     allowed = sum(d.forwards for d in decisions)
     device_ok = sum(any(s.name == "device/ok" for s in d.signals) for d in decisions)
     print(f"signal families, per request (best of 5 blocks of {n // 5}; µs)")
@@ -137,7 +144,10 @@ async def main() -> None:
     print(f"  {'sum of the families':<32} {sum(us for _, us in rows):8.1f}")
     print(f"\nguard.check, end to end ({allowed}/{n} allowed, {device_ok} with a verified device signature)")
     print(f"  best block {min(samples):8.1f} µs   median block {statistics.median(samples):8.1f} µs   target <= 150 µs")
-    print("  (includes the ECDSA P-256 device signature check, ~40-80 µs of it on this machine)")
+    print(
+        f"  without a device header: best block {min(unsigned):8.1f} µs   median {statistics.median(unsigned):8.1f} µs"
+    )
+    print("  (the difference is the ECDSA P-256 device signature check)")
 
 
 if __name__ == "__main__":
