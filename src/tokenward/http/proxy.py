@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -13,9 +14,19 @@ from .endpoints import PREFIX, Endpoints
 from .gate import Gate, build_facts
 from .upstream import Upstream
 
-__all__ = ["Gateway"]
+__all__ = ["Gateway", "tune_gc"]
 
 log = logging.getLogger("tokenward.proxy")
+
+
+def tune_gc() -> None:
+    """Move what start-up built (modules, policy, models) out of the collector's sight and
+    collect young objects less often. Every request allocates many small objects and the
+    stores hold many long-lived ones: with the default thresholds the cyclic collector
+    keeps re-scanning them, which showed as CPU per request under load."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 class Gateway:
@@ -86,6 +97,7 @@ class Gateway:
                     return
                 if self.watcher is not None:
                     self.watcher.start()
+                tune_gc()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 try:
