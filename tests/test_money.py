@@ -11,9 +11,9 @@ import time
 
 import httpx
 import openai
-
 from tests.conftest import Upstream, start_gateway
 from tests.independent_client import get_challenge, proof_header
+
 from tokenward.sdk.client import http_client
 
 CHAT = "/v1/chat/completions"
@@ -80,7 +80,7 @@ async def test_200_concurrent_calls_against_a_budget_that_fits_50(tmp_path, demo
                 assert row["cost_usd"] == row["tokens_out"] * 0.01
             else:
                 assert row["name"] == "budget/global-day" and row["cost_usd"] is None
-        out = subprocess.run(
+        out = subprocess.run(  # noqa: ASYNC221 - the gateway runs in its own process
             [sys.executable, "-m", "tokenward.cli", "spend", "--db", str(gw.db), "--by", "model"],
             capture_output=True, text=True, check=True, env={"COLUMNS": "200", "PATH": ""},
         ).stdout  # fmt: skip
@@ -102,12 +102,13 @@ def test_streaming_usage_is_committed_exactly(tmp_path, demo_upstream: Upstream)
             }.items():
                 demo_upstream.reset()
                 proof = proof_header(get_challenge(gw.url, CHAT, client), b)
-                r = client.post(gw.url + CHAT, content=b, headers={"content-type": "application/json", "Tokenward-Proof": proof})
+                headers = {"content-type": "application/json", "Tokenward-Proof": proof}
+                r = client.post(gw.url + CHAT, content=b, headers=headers)
                 assert r.status_code == 200
                 upstream = demo_upstream.stats()["last_usage"]
                 ids[name] = (r.headers["tokenward-request-id"], upstream, r.text)
         found = rows(gw.db, [rid for rid, _, _ in ids.values()])
-        for name, (rid, upstream, text) in ids.items():
+        for name, (rid, upstream, _) in ids.items():
             row = found[rid]
             assert row["usage_exact"] == 1, name
             assert (row["tokens_in"], row["tokens_out"]) == (upstream["input_tokens"], upstream["output_tokens"]), name

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from tests.conftest import GatewayProc, Upstream, start_gateway
 from tests.independent_client import chat_body, get_challenge, proof_header
 from tests.services import RedisClusterServers, RedisServer, need_redis
+
 from tokenward.sdk.device import DeviceKey
 
 CHAT = "/v1/chat/completions"
@@ -140,8 +140,8 @@ def test_key_rotation_keeps_challenges_of_the_previous_key(tmp_path, demo_upstre
         tmp_path, demo_upstream.url, {"proof": {"difficulty": 0, "keys_file": str(keys_file)}}, name="rotated"
     )
     try:
-        ok = httpx.post(rotated.url + CHAT, content=body,
-                        headers={"content-type": "application/json", "Tokenward-Proof": proof_header(challenge, body)})  # fmt: skip
+        headers = {"content-type": "application/json", "Tokenward-Proof": proof_header(challenge, body)}
+        ok = httpx.post(rotated.url + CHAT, content=body, headers=headers)
         assert ok.status_code == 200, ok.text
         fresh = get_challenge(rotated.url, CHAT)
         assert fresh["challenge"][:8] != challenge["challenge"][:8]  # signed by the new key (another key id)
@@ -166,8 +166,8 @@ def test_redis_outage_fail_closed_and_fail_open_then_recovery(tmp_path, demo_ups
                     body = chat_body("outage") if path == CHAT else json.dumps(
                         {"model": "demo-1", "prompt": "outage"}).encode()  # fmt: skip
                     proof = proof_header(get_challenge(gw.url, path, client), body)
-                    return client.post(gw.url + path, content=body,
-                                       headers={"content-type": "application/json", "Tokenward-Proof": proof})  # fmt: skip
+                    headers = {"content-type": "application/json", "Tokenward-Proof": proof}
+                    return client.post(gw.url + path, content=body, headers=headers)
 
                 assert call(CHAT).status_code == 200
                 redis.kill()
@@ -208,7 +208,9 @@ def pg_log() -> Iterator[str]:
         admin.close()
 
 
-async def test_postgres_log_loses_nothing_across_graceful_shutdown(tmp_path, demo_upstream: Upstream, pg_log: str) -> None:
+async def test_postgres_log_loses_nothing_across_graceful_shutdown(
+    tmp_path: Path, demo_upstream: Upstream, pg_log: str
+) -> None:
     import psycopg
 
     gw = start_gateway(

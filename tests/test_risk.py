@@ -9,9 +9,9 @@ import time
 
 import httpx
 import yaml
-
 from tests.conftest import GatewayProc, Upstream, start_gateway
 from tests.independent_client import chat_body, get_challenge, proof_header
+
 from tokenward.log import read_recent
 from tokenward.sdk.device import DeviceKey
 

@@ -223,8 +223,10 @@ def log_tail(
 
 
 from .cli_keys import keys_app  # noqa: E402 - the sub-app is defined in its own module
+from .cli_simulate import simulate as _simulate  # noqa: E402
 
 app.add_typer(keys_app, name="keys")
+app.command("simulate")(_simulate)
 
 db_app = typer.Typer(help="The decision log's database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")

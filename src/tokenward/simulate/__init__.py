@@ -1,0 +1,31 @@
+"""Attack simulator and evaluation report (``tokenward simulate``, docs/simulate.md).
+
+Modules, one job each:
+
+* ``profiles`` — the YAML timelines and actor settings (``profiles/*.yaml``);
+* ``population`` — addresses, browser personas, accounts, prompts and agent payloads;
+* ``actors`` — HTTP-level clients (legit model, official SDKs, curl_cffi, scripts);
+* ``browsers`` — real Chromium clients (legit pages, headless farm);
+* ``services`` — the demo LLM, the gateway under test and its alert receiver;
+* ``runner`` — the run itself, with the attack worker process and progress display;
+* ``report`` — the figures; ``render`` and ``charts`` — Markdown, HTML and SVG.
+"""
+
+from __future__ import annotations
+
+from .profiles import Profile, ProfileError, load_profile
+from .render import write_report
+from .report import build_report
+from .runner import RunData, SimulationError, SimulationSettings, run_simulation
+
+__all__ = [
+    "Profile",
+    "ProfileError",
+    "RunData",
+    "SimulationError",
+    "SimulationSettings",
+    "build_report",
+    "load_profile",
+    "run_simulation",
+    "write_report",
+]
