@@ -8,7 +8,6 @@ what is protected: the defaults are listed in docs/policy.md and in the shipped
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from .decision import Flavour
 from .limits import BudgetSpec, LimitSpec
 from .money.prices import PriceTable
 from .proof.challenge import MAX_DIFFICULTY
-from .scoring import DEFAULT_THRESHOLDS, RiskEngine, Rule, Threshold
+from .scoring import DEFAULT_THRESHOLDS, RiskEngine, Rule, Threshold, check_cidrs
 from .signals.behaviour import BehaviourSettings
 from .signals.browser import BrowserSettings
 from .signals.client import ClientSettings
@@ -272,15 +271,7 @@ class Policy(_Strict):
     @field_validator("trusted_proxies")
     @classmethod
     def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        bad = []
-        for cidr in v:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                bad.append(cidr)
-        if bad:
-            raise ValueError(f"not a CIDR: {', '.join(bad)}")
-        return v
+        return check_cidrs(v)
 
     @field_validator("routes")
     @classmethod

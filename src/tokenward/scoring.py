@@ -29,6 +29,19 @@ __all__ = [
 ]
 
 
+def check_cidrs(v: tuple[str, ...]) -> tuple[str, ...]:
+    """A validator for settings that list CIDRs: every bad one named at once."""
+    bad = []
+    for cidr in v:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            bad.append(cidr)
+    if bad:
+        raise ValueError(f"not a CIDR: {', '.join(bad)}")
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -64,15 +77,7 @@ class Rule(_Strict):
     @field_validator("cidr")
     @classmethod
     def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        bad = []
-        for cidr in v:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                bad.append(cidr)
-        if bad:
-            raise ValueError(f"not a CIDR: {', '.join(bad)}")
-        return v
+        return check_cidrs(v)
 
     @field_validator("header")
     @classmethod
