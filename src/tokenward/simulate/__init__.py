@@ -4,10 +4,13 @@ Modules, one job each:
 
 * ``profiles`` — the YAML timelines and actor settings (``profiles/*.yaml``);
 * ``population`` — addresses, browser personas, accounts, prompts and agent payloads;
-* ``actors`` — HTTP-level clients (legit model, official SDKs, curl_cffi, scripts);
+* ``actors`` — HTTP-level attackers (official SDKs, curl_cffi, scripts) and what every
+  HTTP-level client shares; ``legit`` — legit users at the HTTP level;
 * ``browsers`` — real Chromium clients (legit pages, headless farm);
+* ``native`` — a C proof-of-work solver, compiled on first use when a compiler exists;
+* ``records`` — what each call did, as its client saw it;
 * ``services`` — the demo LLM, the gateway under test and its alert receiver;
-* ``runner`` — the run itself, with the attack worker process and progress display;
+* ``runner`` — the run itself and its progress display; ``worker`` — the attack process;
 * ``report`` — the figures; ``render`` and ``charts`` — Markdown, HTML and SVG.
 """
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .actors import CHALLENGE_PATH, DEVICE_PATH, Rotation, Target, _nonce_of, parse_refusal
+from .actors import CHALLENGE_PATH, DEVICE_PATH, Rotation, Target, nonce_of, parse_refusal
 from .population import Account, flattened_transcript, legit_question
 from .profiles import LegitSettings
 from .records import Attempt, CallRecord, classify
@@ -130,7 +130,7 @@ class _Recorder:
             t_send=t, t_headers=t, status=response.status,
             decision=headers.get("tokenward-decision"), request_id=headers.get("tokenward-request-id"),
             upstream=headers.get("x-demo-upstream") == "1",
-            nonce=_nonce_of(request.headers.get("tokenward-proof")),
+            nonce=nonce_of(request.headers.get("tokenward-proof")),
         )  # fmt: skip
         rec.add(attempt)
         if response.status >= 400:

@@ -10,7 +10,9 @@ call's outcome is the gateway's verdict on its last attempt.
 from __future__ import annotations
 
 import contextvars
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
@@ -19,6 +21,8 @@ __all__ = [
     "CallRecord",
     "classify",
     "current_call",
+    "read_records",
+    "write_records",
 ]
 
 # The final outcome of a call, from the last attempt's status and Tokenward-Decision.
@@ -116,3 +120,15 @@ def classify(status: int, decision: str | None, code: str | None, upstream: bool
 # The call the current task is making: transports that see every HTTP request of an
 # official SDK record their attempts here and add the call's client address.
 current_call: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("tokenward_sim_call", default=None)
+
+
+def write_records(path: Path, records: list[CallRecord]) -> None:
+    """One JSON object per line (blocking: call it off the event loop)."""
+    with path.open("w") as f:
+        for rec in records:
+            f.write(json.dumps(rec.to_json()) + "\n")
+
+
+def read_records(path: Path) -> list[CallRecord]:
+    with path.open() as f:
+        return [CallRecord.from_json(json.loads(line)) for line in f if line.strip()]

@@ -77,6 +77,17 @@ def _load(report: dict[str, Any]) -> str:
     return f"{load.get('start_1min', 0):.1f} at the start, {load.get('end_15min', 0):.1f} over the last 15 min"
 
 
+def _extrapolated(spend: dict[str, Any]) -> str:
+    share = spend.get("attack_not_sent_share") or 0.0
+    if share <= 0.05 or spend.get("extrapolated_spike_ratio") is None:
+        return ""
+    return (
+        f" {pct(share, 0)} of the offered attack calls were not sent (the attackers' CPU share): had they been "
+        f"sent at the measured success rates, the ratio would have been "
+        f"**{times(spend['extrapolated_spike_ratio'])}** (the goal is judged on the larger figure)."
+    )
+
+
 def _actor_rows(report: dict[str, Any]) -> list[list[str]]:
     rows = []
     for a in report["actors"]:
@@ -125,8 +136,8 @@ def _explanations(report: dict[str, Any]) -> list[str]:
         s = report["spend"]
         out.append(
             f"Spend during the attack {usd(s['spike_usd_per_min'])}/min vs {usd(s['baseline_usd_per_min'])}/min "
-            f"before it ({times(goal['value'])}); attackers' calls cost {usd(s['attack_usd'])} in total, legit "
-            f"users' {usd(s['legit_usd'])}."
+            f"before it ({times(s['spike_ratio'])}); attackers' calls cost {usd(s['attack_usd'])} in total, legit "
+            f"users' {usd(s['legit_usd'])}." + _extrapolated(s)
         )
     return out
 
@@ -173,14 +184,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"* Attack calls: {attack['sent']} sent ({attack['not_sent']} more offered but not sent: the attackers' CPU "
         f"share could not keep up), {attack['reached_upstream']} reached the model "
         f"(**{pct(attack['success_rate'])}**, {attack['degraded']} of them degraded).",
-        f"* Legit calls: {legit['calls']}, refused {legit['refused']} (**{pct(legit['false_refusal_rate'])}**); "
-        f"{legit['met_a_challenge']} met a challenge and retried. Added latency p50 **{ms(legit['added_ms_p50'])}**, "
+        f"* Legit calls: {legit['calls']}, refused {legit['refused']} (**{pct(legit['false_refusal_rate'])}**), "
+        f"{legit['degraded']} answered degraded; {legit['met_a_challenge']} met a challenge and retried. "
+        f"Added latency p50 **{ms(legit['added_ms_p50'])}**, "
         f"p95 {ms(legit['added_ms_p95'])} (proof solving p50 {ms(legit['solve_ms_p50'])}; the demo LLM's own time "
         f"to first byte, {ms(legit['control_ttfb_ms'])}, is subtracted).",
         f"* Upstream spend: legit {usd(spend['legit_usd'])}, attackers {usd(spend['attack_usd'])}. Per minute: "
         f"{usd(spend['baseline_usd_per_min'])} before the attack (its second half), {usd(spend['spike_usd_per_min'])} "
         f"while it was offered (**{times(spend['spike_ratio'])}**; legit users' spend alone moved "
-        f"{times(spend['legit_only_spike_ratio'])}: the noise floor of this figure).",
+        f"{times(spend['legit_only_spike_ratio'])}: the noise floor of this figure)." + _extrapolated(spend),
         f"* Under-attack mode: engaged at {_when(ua['engaged_at_s'])} "
         f"({_when(ua['engaged_after_attack_start_s'])} after attack traffic began); periods: {intervals}.",
         "",

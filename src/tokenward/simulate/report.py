@@ -207,6 +207,7 @@ def build_report(data: RunData) -> dict[str, Any]:
         "errors_not_from_gateway": len(legit_errors),
         "error_samples": sorted({r.error for r in legit_errors if r.error})[:3],
         "met_a_challenge": sum(1 for r in legit if r.challenged),
+        "degraded": sum(1 for r in legit if r.outcome == "degraded"),
         "added_ms_p50": percentile(added, 0.5),
         "added_ms_p95": percentile(added, 0.95),
         "added_ms_mean": statistics.fmean(added) if added else None,
@@ -325,13 +326,29 @@ def build_report(data: RunData) -> dict[str, Any]:
         "phases": [{"name": w[0], "start_s": w[1], "end_s": w[2], "attacked": w[3]} for w in windows],
     }
 
+    # When the attackers' CPU share could not send everything offered, the spend they
+    # would have caused is extrapolated per attacker at its measured success (what each
+    # sent call cost): the goal is judged on the larger of the two figures.
+    extra = 0.0
+    for a in actors:
+        if a["side"] == "attack" and a["sent"] and a["offered"] > a["sent"]:
+            extra += a["spend_usd"] * (a["offered"] / a["sent"] - 1)
+    spike_minutes = (spike_window[1] - spike_window[0]) / 60 if spike_window else 0.0
+    extrapolated_ratio = None
+    if spend_ratio is not None and baseline_spend and spike_spend is not None and spike_minutes > 0:
+        extrapolated_ratio = (spike_spend + extra / spike_minutes) / baseline_spend
+    not_sent_share = attack_summary["not_sent"] / attack_summary["offered"] if attack_summary["offered"] else 0.0
+    judged_ratio = spend_ratio
+    if extrapolated_ratio is not None and not_sent_share > 0.05:
+        judged_ratio = max(spend_ratio or 0.0, extrapolated_ratio)
+
     # -- goals ---------------------------------------------------------------------------
     g = profile.goals
     goals = [
         _goal("attack success rate", attack_summary["success_rate"], g.attack_success_max, "ratio"),
         _goal("legit false-refusal rate", friction["false_refusal_rate"], g.legit_false_refusal_max, "ratio"),
         _goal("legit p50 added latency", friction["added_ms_p50"], g.legit_p50_added_ms_max, "ms"),
-        _goal("upstream spend during the spike / pre-spike baseline", spend_ratio, g.spike_spend_ratio_max, "x"),
+        _goal("upstream spend during the spike / pre-spike baseline", judged_ratio, g.spike_spend_ratio_max, "x"),
     ]
     if spike_start is None:
         goals[0]["status"] = goals[3]["status"] = "n/a"
@@ -373,6 +390,8 @@ def build_report(data: RunData) -> dict[str, Any]:
             "spike_ratio": spend_ratio,
             "baseline_window_s": [base_from, spike_start] if spike_start is not None else None,
             "legit_only_spike_ratio": legit_ratio,
+            "extrapolated_spike_ratio": extrapolated_ratio,
+            "attack_not_sent_share": not_sent_share,
             "by_actor": {k: round(v, 6) for k, v in sorted(spend_actor.items(), key=lambda kv: -kv[1])},
         },
         "under_attack": spike,

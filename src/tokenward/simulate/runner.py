@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import multiprocessing as mp
 import os
 import random
@@ -42,23 +43,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..policy import Policy, load_policy
-from .actors import (
-    AdapterReseller,
-    Impersonator,
-    LegitPopulation,
-    NativeSolver,
-    Rotation,
-    Solver,
-    Target,
-    native_thread_solver,
-    solve_timed,
-    thread_solver,
-)
-from .browsers import ChromiumHost, HeadlessFarm, LegitBrowsers, chromium_available
+from .actors import Solver, Target, solve_timed
+from .browsers import ChromiumHost, LegitBrowsers, chromium_available
+from .legit import LegitPopulation
 from .native import native_available
-from .population import ATTACK_NET, LEGIT_NET, AccountMint, IpPool, legit_question
+from .population import LEGIT_NET, AccountMint, IpPool, legit_question
 from .profiles import ATTACKER_KINDS, Profile, Timeline, load_profile, poisson_arrivals
-from .records import CallRecord
+from .records import CallRecord, read_records, write_records
 from .services import (
     CHAT_ROUTE,
     PAGE_ROUTE,
@@ -69,8 +60,9 @@ from .services import (
     start_gateway,
     start_upstream,
 )
+from .worker import attack_worker, target_spec
 
-__all__ = ["RunData", "SimulationError", "SimulationSettings", "run_simulation"]
+__all__ = ["RunData", "SimulationError", "SimulationSettings", "load_run", "run_simulation", "save_run"]
 
 
 class SimulationError(RuntimeError):
@@ -184,111 +176,6 @@ def _attack_kinds(profile: Profile, target: Target, browsers: bool, notes: list[
         notes.append(f"headless-farm: {why}; its share went to the other attackers")
     total = sum(kinds.values())
     return {k: v / total for k, v in kinds.items()} if total else {}
-
-
-# --------------------------------------------------------------------------------------
-# The attack worker (a separate process)
-# --------------------------------------------------------------------------------------
-def _account_mint(spec: dict[str, Any] | None) -> AccountMint | None:
-    return AccountMint(**spec) if spec is not None else None
-
-
-def _target_from(spec: dict[str, Any]) -> Target:
-    return Target(**{**spec, "accounts": _account_mint(spec["accounts"])})
-
-
-def attack_worker(config: dict[str, Any], conn: Any, stop: Any) -> None:
-    """Entry point of the attack process (spawned)."""
-    with contextlib.suppress(OSError):
-        os.nice(10)
-    asyncio.run(_attack_main(config, conn, stop))
-
-
-async def _attack_main(config: dict[str, Any], conn: Any, stop: Any) -> None:
-    profile = Profile.model_validate(config["profile"])
-    target = _target_from(config["target"])
-    rng = random.Random(config["seed"] * 7919 + 1)
-    pool = IpPool(rng, ATTACK_NET, profile.proxies.ips, profile.proxies.subnets)
-    host: ChromiumHost | None = None
-    actors: dict[str, Any] = {}
-    for kind in config["kinds"]:
-        spec = profile.attackers[kind]
-        rotation = Rotation(spec, pool, target.accounts, random.Random(rng.random()))
-        if kind == "adapter-openai":
-            actors[kind] = AdapterReseller("openai", target, rotation, target.chat_route)
-        elif kind == "adapter-anthropic" and target.anthropic_route is not None:
-            actors[kind] = AdapterReseller("anthropic", target, rotation, target.anthropic_route)
-        elif kind == "impersonator":
-            actors[kind] = Impersonator(target, rotation, thread_solver)
-        elif kind == "native-solver":
-            actors[kind] = NativeSolver(target, rotation, native_thread_solver)
-        elif kind == "headless-farm":
-            if host is None:
-                host = ChromiumHost(headed_like=False)
-                await host.start()
-            actors[kind] = HeadlessFarm(host, target, rotation)
-    conn.send(("ready", None))
-    t0 = await asyncio.to_thread(conn.recv)
-    records: list[CallRecord] = []
-    inflight: Counter[str] = Counter()
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def one(kind: str, rec: CallRecord) -> None:
-        try:
-            await actors[kind].call(rec)
-        except Exception as exc:
-            rec.error = f"{type(exc).__name__}: {str(exc)[:200]}"
-        finally:
-            inflight[kind] -= 1
-
-    async def report_progress() -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            counts: dict[str, dict[str, int]] = defaultdict(Counter)
-            for r in records:
-                counts[r.actor][r.outcome if (r.t_end or r.outcome == "not_sent") else "in_flight"] += 1
-            conn.send(("progress", {k: dict(v) for k, v in counts.items()}))
-
-    reporter = asyncio.ensure_future(report_progress())
-    try:
-        for t, kind in config["plan"]:
-            delay = t0 + t - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if stop.is_set():
-                break
-            rec = CallRecord(actor=kind, side="attack", t_arrival=time.time())
-            records.append(rec)
-            if inflight[kind] >= profile.attackers[kind].concurrency:
-                rec.outcome = "not_sent"
-                rec.t_end = rec.t_arrival
-                continue
-            inflight[kind] += 1
-            task = asyncio.ensure_future(one(kind, rec))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        deadline = time.time() + profile.drain_seconds
-        while tasks and time.time() < deadline and not stop.is_set():
-            await asyncio.wait(set(tasks), timeout=0.5)
-        for task in list(tasks):
-            task.cancel()
-        if tasks:
-            await asyncio.wait(set(tasks), timeout=5)
-    finally:
-        reporter.cancel()
-        for actor in actors.values():
-            with contextlib.suppress(Exception):
-                if hasattr(actor, "close"):
-                    await actor.close()
-        if host is not None:
-            await host.close()
-    for rec in records:
-        if rec.t_end == 0.0:
-            rec.t_end = time.time()
-            rec.error = rec.error or "still in flight when the run ended"
-    path = Path(config["records_path"])
-    await asyncio.to_thread(_write_records, path, records)
-    conn.send(("done", str(path)))
 
 
 # --------------------------------------------------------------------------------------
@@ -492,7 +379,7 @@ class _Run:
         if attack_plan:
             config = {
                 "profile": profile.model_dump(mode="json"),
-                "target": _target_spec(target),
+                "target": target_spec(target),
                 "seed": seed,
                 "kinds": list(kinds),
                 "plan": attack_plan,
@@ -505,6 +392,16 @@ class _Run:
                 raise SimulationError("the attack worker did not start")
         load_start = os.getloadavg()[0]
         t0 = time.time() + 0.5
+        aligned = _bucket_start(policy, timeline, t0) if s.target is None else None
+        if aligned is not None:
+            # The gateway seeds each route's traffic baseline with its first complete rate
+            # bucket; starting mid-bucket would seed it with a fraction of the real rate.
+            self.notes.append(
+                f"traffic starts on a {policy.spike.bucket:g}-second boundary of the gateway's clock "  # type: ignore[union-attr]
+                "(a route's baseline is seeded by its first rate bucket: a partial one would seed it low)"
+            )
+            await asyncio.sleep(max(0.0, aligned - time.time()))
+            t0 = aligned
         if worker is not None:
             parent.send(t0)
         attack_done: asyncio.Future[str | None] = loop.create_future()
@@ -592,8 +489,8 @@ class _Run:
                 rec.t_end = t_end
                 rec.error = rec.error or "still in flight when the run ended"
         if records_path:
-            self.records.extend(await asyncio.to_thread(_read_records, Path(records_path)))
-        await asyncio.to_thread(_write_records, run_dir / "records.jsonl", self.records)
+            self.records.extend(await asyncio.to_thread(read_records, Path(records_path)))
+        await asyncio.to_thread(write_records, run_dir / "records.jsonl", self.records)
         # The gateway drains its decision log when it stops: stop it before reading.
         for proc in reversed(self.procs):
             await asyncio.to_thread(proc.stop)
@@ -603,13 +500,15 @@ class _Run:
         if log_path is None:
             self.notes.append("no decision log (pass --decision-log with --target): upstream spend is not reported")
         offered = Counter("legit" for _ in legit_plan) + Counter(k for _, k in attack_plan)
-        return RunData(
+        data = RunData(
             profile=profile, settings=s, timeline=timeline, t0=t0, t_end=t_end, seed=seed, records=self.records,
             log_rows=rows, alerts=list(self.receiver.events), notes=self.notes, policy=policy,
             policy_source=policy_source, target=target.base, control_ttfb_ms=control, hash_rate=hash_rate,
             attack_kinds=kinds, offered=dict(offered),
             load={"start_1min": load_start, "end_15min": os.getloadavg()[2]},
         )  # fmt: skip
+        await asyncio.to_thread(save_run, data, run_dir)
+        return data
 
     async def _pump(self, conn: Any, done: asyncio.Future[str | None]) -> None:
         """Messages from the attack worker: progress, then where its records are."""
@@ -667,29 +566,51 @@ class _NoLive:
         pass
 
 
-def _target_spec(target: Target) -> dict[str, Any]:
-    accounts = target.accounts
-    return {
-        "base": target.base, "page_base": target.page_base, "chat_route": target.chat_route,
-        "page_path": target.page_path, "anthropic_route": target.anthropic_route,
-        "jwt_cookie": target.jwt_cookie, "jwt_header": target.jwt_header,
-        "accounts": None if accounts is None else {
-            "key": accounts.key, "created_at_claim": accounts.created_at_claim, "audience": accounts.audience,
-            "issuer": accounts.issuer, "email_claim": accounts.email_claim,
-            "subject_claim": accounts.subject_claim, "cookie": accounts.cookie,
-        },
-    }  # fmt: skip
+_RUN_FIELDS = ("t0", "t_end", "seed", "alerts", "notes", "policy_source", "target", "control_ttfb_ms", "hash_rate",
+               "attack_kinds", "offered", "load")  # fmt: skip
 
 
-def _write_records(path: Path, records: list[CallRecord]) -> None:
-    with path.open("w") as f:
-        for rec in records:
-            f.write(json.dumps(rec.to_json()) + "\n")
+def save_run(data: RunData, run_dir: Path) -> None:
+    """Everything but the records and the log (saved beside it) in ``run.json``, so a
+    report can be computed again from the run's folder (:func:`load_run`)."""
+    doc = {name: getattr(data, name) for name in _RUN_FIELDS}
+    doc["profile"] = data.profile.model_dump(mode="json")
+    doc["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars_of(data.settings).items()
+                       if k != "jwt_key"}  # a secret: never written down  # fmt: skip
+    (run_dir / "run.json").write_text(json.dumps(doc, indent=1, default=str))
 
 
-def _read_records(path: Path) -> list[CallRecord]:
-    with path.open() as f:
-        return [CallRecord.from_json(json.loads(line)) for line in f if line.strip()]
+def load_run(run_dir: Path) -> RunData:
+    """A finished run read back from its folder (``--out/run``)."""
+    doc = json.loads((run_dir / "run.json").read_text())
+    raw: dict[str, Any] = {k: (Path(v) if k in ("policy", "out", "decision_log") and v else v)
+                           for k, v in doc["settings"].items()}  # fmt: skip
+    settings = SimulationSettings(**raw)
+    profile = Profile.model_validate(doc["profile"])
+    log_path = run_dir / "decisions.db" if settings.target is None else settings.decision_log
+    return RunData(
+        profile=profile, settings=settings,
+        timeline=Timeline(profile, duration_scale=settings.duration_scale, hold_minutes=settings.hold_minutes),
+        records=read_records(run_dir / "records.jsonl"),
+        log_rows=_read_log(log_path, doc["t0"] - 5) if log_path is not None else [], policy=None,
+        **{name: doc[name] for name in _RUN_FIELDS},
+    )  # fmt: skip
+
+
+def vars_of(settings: SimulationSettings) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in settings.__slots__}  # type: ignore[attr-defined]
+
+
+def _bucket_start(policy: Policy | None, timeline: Timeline, earliest: float) -> float | None:
+    """The next start of a spike-rate bucket, when the run is long enough for the spike
+    detector to decide anything before the attack (else None: start at once)."""
+    if policy is None or not policy.spike.enabled:
+        return None
+    bucket = policy.spike.bucket
+    first_attack = next((start for _, start, _, attacked in timeline.windows() if attacked), timeline.duration)
+    if first_attack < (policy.spike.warmup + 1) * bucket:
+        return None
+    return math.ceil(earliest / bucket) * bucket + 0.05
 
 
 def _recv(conn: Any, timeout: float) -> Any:
