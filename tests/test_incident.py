@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import orjson
 import pytest
 from aiohttp import web
-
 from tests.conftest import free_port
+
 from tokenward.decision import Action
 from tokenward.facts import RequestFacts, parse_call
 from tokenward.guard import Guard, RequestOutcome
