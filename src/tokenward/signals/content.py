@@ -213,6 +213,8 @@ AGENT_TOOLS: dict[str, frozenset[str]] = {
     "swe-agent": frozenset({"str_replace_editor", "str_replace_based_edit_tool", "bash", "computer", "text_editor"}),
     "open-interpreter": frozenset({"execute"}),
 }
+# Any marker at all, in one scan (the table order still picks the evidence).
+_MARKER_RE = re.compile("|".join(re.escape(m) for _, m in AGENT_MARKERS))
 _TOOL_AGENT: dict[str, list[str]] = {}
 for _agent, _names in AGENT_TOOLS.items():
     for _n in _names:
@@ -323,6 +325,7 @@ _INJECTION_TRIGGERS: dict[str, tuple[str, ...]] = {
     "system-prompt": ("prompt", "instruction", "directive", "configuration", "message"),
     "text-above": ("above", "before", "you are"),
 }
+_ALL_TRIGGERS: tuple[str, ...] = tuple(sorted({t for ts in _INJECTION_TRIGGERS.values() for t in ts}))
 _INJECTION_COMPILED: tuple[tuple[str, str, re.Pattern[str], tuple[str, ...]], ...] = tuple(
     (pattern, name, re.compile(rx, re.IGNORECASE), _INJECTION_TRIGGERS[pattern]) for pattern, name, rx in _INJECTION
 )
@@ -330,6 +333,7 @@ _INJECTION_COMPILED: tuple[tuple[str, str, re.Pattern[str], tuple[str, ...]], ..
 # Encoded payloads.
 _B64_RE = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/]{32,}={0,2}(?![A-Za-z0-9+/=])")
 _B64URL_RE = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9_-]{32,}(?![A-Za-z0-9+/=_-])")
+_LONG_TOKEN_RE = re.compile(r"\S{32,}")
 _HEX_RE = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :,]?){20,}")
 _ROT13_HINT_RE = re.compile(r"\brot[- ]?13\b|\bcaesar(?:'s)? cipher\b|\bdecode (?:this|the following)\b", re.IGNORECASE)
 _WORD_RE = re.compile(r"[a-z]+")
@@ -373,7 +377,9 @@ def _model_offered(model: str, offered: Iterable[str]) -> bool:
 def _agent_marker(texts: Iterable[str], limit: int) -> tuple[str, str] | None:
     for text in texts:
         low = text[:limit].lower().translate(_QUOTES)
-        for agent, marker in AGENT_MARKERS:
+        if _MARKER_RE.search(low) is None:  # one C scan; most texts carry no marker
+            continue
+        for agent, marker in AGENT_MARKERS:  # the first marker in table order is the evidence
             if marker in low:
                 return agent, _mark(marker)
     return None
@@ -410,7 +416,7 @@ def _common_ratio(text: str) -> float:
     words = _WORD_RE.findall(text.lower())
     if len(words) < 4:
         return 0.0
-    return sum(1 for w in words if w in _COMMON_WORDS) / len(words)
+    return sum(map(_COMMON_WORDS.__contains__, words)) / len(words)
 
 
 def _printable_text(raw: bytes) -> str | None:
@@ -428,7 +434,7 @@ def _printable_text(raw: bytes) -> str | None:
 
 
 def _encoded(text: str) -> dict[str, Any] | None:
-    long_token = any(len(w) >= 32 for w in text.split())
+    long_token = _LONG_TOKEN_RE.search(text) is not None
     for rx, kind in ((_B64_RE, "base64"), (_B64URL_RE, "base64url")) if long_token else ():
         for m in rx.finditer(text):
             blob = m.group(0).rstrip("=")
@@ -597,8 +603,9 @@ def injection_signals(tr: Transcript, cfg: ContentSettings) -> list[Signal]:
     encoded_done = unicode_done = False
     for where, text in _scan_texts(tr, cfg.scan_chars):
         low = text.lower()
+        present = {t for t in _ALL_TRIGGERS if t in low}  # each trigger searched once per text
         for pattern, name, rx, triggers in _INJECTION_COMPILED:
-            if name in seen or not any(t in low for t in triggers):
+            if name in seen or present.isdisjoint(triggers):
                 continue
             m = rx.search(text)
             if m is None:
