@@ -32,11 +32,11 @@ from .content import (
     ConversationProblem,
     ConversationTurn,
     PurposeResult,
+    Transcript,
     build_upstream_body,
     check_request,
     expired_problem,
     history_from,
-    latest_user_text,
     ops_to_load,
     ops_to_save,
     purpose_action,
@@ -44,6 +44,7 @@ from .content import (
     template_keys,
     template_ops,
     template_signals,
+    transcript,
 )
 from .decision import Action, Decision, Signal
 from .evidence import Evidence, prepare_evidence
@@ -155,6 +156,7 @@ class _Plan:
     model: str | None = None  # the model the call is priced as
     tokens_in: int | None = None  # estimated input tokens (when a reservation needed them)
     history: dict[str, int] = field(default_factory=dict)
+    transcript: Transcript | None = None  # the call's turns, read once for every content check
 
     def add(self, op: Op) -> int:
         self.ops.append(op)
@@ -310,12 +312,13 @@ class Guard:
             # Only requests that did their work are read: scoring costs CPU an attacker
             # must not get for free. The scorer runs off the loop while the batch goes out.
             scorer = self.evidence.purposes.get(route.path)
-            text = latest_user_text(facts.call.body) if scorer is not None else None
+            plan.transcript = tr = transcript(facts.call.body)
+            text = tr.latest_user() if scorer is not None else None
             if scorer is not None and text:
                 purpose = asyncio.ensure_future(scorer.score(text))
             tcfg = route.templates or policy.templates
             member = {"device": keys.device, "account": keys.account, "ip": keys.ip}.get(tcfg.identity) or keys.subnet
-            plan.templates = template_keys(facts.call, tcfg, client_system=content.client_system)
+            plan.templates = template_keys(facts.call, tcfg, client_system=content.client_system, tr=tr)
             plan.templates_at = len(plan.ops)
             plan.ops.extend(template_ops(plan.templates, member, tcfg))
         if isinstance(proof, ProofClaims) and isinstance(account, Account):
@@ -391,7 +394,7 @@ class Guard:
                 else []
             ),
             *behaviour_signals(history, policy.behaviour),
-            *(content_signals(facts.call, content) if verified and facts.call is not None else []),
+            *(content_signals(facts.call, content, plan.transcript) if verified and facts.call is not None else []),
             *template_signals(
                 plan.templates,
                 results[plan.templates_at : plan.templates_at + len(plan.templates)],
@@ -824,6 +827,9 @@ class Guard:
             ops.append(self.policy.spike.spend_op(facts.route.path, cost))
         if ops:
             route = facts.route.path if facts.route is not None else None
+            if isinstance(self.store, MemoryStore):  # answers at once: no task to schedule
+                self._settle_now(ops, route)
+                return
             task = asyncio.ensure_future(self._settle(ops, route))
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
@@ -845,8 +851,20 @@ class Guard:
             results = await self.store.execute(ops)
         except StoreUnavailable as exc:
             # The request may have been judged on the fail-open fallback: settle there.
-            results = await self.fallback.execute(ops)
+            results = self.fallback.execute_now(ops)
             log.warning("settled a request locally, the store is unavailable: %s", exc)
+        self._settled(ops, results, route)
+
+    def _settle_now(self, ops: list[Op], route: str | None) -> None:
+        assert isinstance(self.store, MemoryStore)
+        try:
+            results = self.store.execute_now(ops)
+        except StoreUnavailable as exc:  # full of live single-use keys
+            results = self.fallback.execute_now(ops)
+            log.warning("settled a request on the fallback store: %s", exc)
+        self._settled(ops, results, route)
+
+    def _settled(self, ops: list[Op], results: list[Any], route: str | None) -> None:
         if route is None:
             return
         for op, result in zip(ops, results, strict=True):

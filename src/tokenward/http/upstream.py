@@ -7,7 +7,11 @@ p99 (FACTS.md); httpx's pool does per-connection work on every request.
 Responses stream through as they arrive (``iter_any``: whatever bytes the socket has),
 so SSE chunks are never held back. A watcher waits for the client's ``http.disconnect``
 and closes the upstream response, which closes its connection: the upstream sees the
-client leave and can stop generating.
+client leave and can stop generating. The watcher is a task (it must sit in
+``receive()``), which costs about 30 µs of CPU per request (bench/ablation.py,
+``nowatch``); it is started only once a call has lasted ``WATCH_AFTER`` seconds, so
+quick answers never pay for it and a client that leaves a long generation is noticed
+within that delay.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ _RESPONSE_DROP_BYTES = frozenset(h.encode() if isinstance(h, str) else h for h i
 # A metered response may lose the usage chunk the gateway asked for: its length changes.
 _RESPONSE_DROP_METERED = _RESPONSE_DROP_BYTES | {b"content-length"}
 _SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+WATCH_AFTER = 0.25  # seconds into a call before its client is watched for a disconnect
 
 
 class Upstream:
@@ -129,7 +134,7 @@ class Upstream:
             headers["accept-encoding"] = "identity"  # usage is read from the bytes as they pass
             outcome.model = call.model
         state: dict[str, aiohttp.ClientResponse | bool] = {}
-        watcher = asyncio.ensure_future(_watch_disconnect(receive, state))
+        watcher = _DisconnectWatch(receive, state)
         try:
             try:
                 resp = await session.request(
@@ -176,9 +181,29 @@ class Upstream:
                     if decision is not None and decision.conversation is not None:
                         outcome.text = meter.text()
         finally:
-            watcher.cancel()
+            watcher.stop()
             if state.get("gone") and outcome.error is None:
                 outcome.error = "client disconnected"
+
+
+class _DisconnectWatch:
+    """A timer that starts the watcher task if the call is still going at ``WATCH_AFTER``."""
+
+    __slots__ = ("receive", "state", "task", "timer")
+
+    def __init__(self, receive: Receive, state: dict):
+        self.receive = receive
+        self.state = state
+        self.task: asyncio.Future[None] | None = None
+        self.timer = asyncio.get_running_loop().call_later(WATCH_AFTER, self._start)
+
+    def _start(self) -> None:
+        self.task = asyncio.ensure_future(_watch_disconnect(self.receive, self.state))
+
+    def stop(self) -> None:
+        self.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
 
 
 async def _watch_disconnect(receive: Receive, state: dict) -> None:

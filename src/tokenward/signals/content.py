@@ -625,11 +625,12 @@ def injection_signals(tr: Transcript, cfg: ContentSettings) -> list[Signal]:
     return out
 
 
-def content_signals(call: LLMCall, cfg: ContentSettings) -> list[Signal]:
-    """Every content signal of one call (shapes, then injection heuristics)."""
+def content_signals(call: LLMCall, cfg: ContentSettings, tr: Transcript | None = None) -> list[Signal]:
+    """Every content signal of one call (shapes, then injection heuristics); ``tr`` is the
+    call's transcript when the caller has it already."""
     if not cfg.enabled:
         return []
-    tr = transcript(call.body)
+    tr = transcript(call.body) if tr is None else tr
     out = shape_signals(call, cfg, tr)
     if cfg.injection:
         out.extend(injection_signals(tr, cfg))

@@ -159,6 +159,11 @@ class MemoryStore(StoreMethods):
         }
 
     async def execute(self, ops: Sequence[Op]) -> list[Any]:
+        return self.execute_now(ops)
+
+    def execute_now(self, ops: Sequence[Op]) -> list[Any]:
+        """``execute`` without the coroutine: nothing here waits, so a caller that has no
+        other reason to await (settling a finished request) need not schedule a task."""
         now = self._clock()
         return [self._run[type(op)](op, now) for op in ops]
 
