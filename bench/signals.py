@@ -24,6 +24,7 @@ import orjson
 
 from tokenward.facts import RequestFacts, parse_call
 from tokenward.guard import Guard
+from tokenward.http.proxy import tune_gc
 from tokenward.policy import parse_policy
 from tokenward.proof import KeyRing, issue_challenge, solve
 from tokenward.sdk.device import DeviceKey
@@ -134,6 +135,7 @@ async def main() -> None:
             samples.append((time.perf_counter() - t) / len(part) * 1e6)
         return samples, decisions
 
+    tune_gc()  # the collector settings the gateway runs with (set at its start-up)
     unsigned, _ = await run(False)
     samples, decisions = await run(True)
     allowed = sum(d.forwards for d in decisions)

@@ -312,15 +312,18 @@ class Guard:
             # Only requests that did their work are read: scoring costs CPU an attacker
             # must not get for free. The scorer runs off the loop while the batch goes out.
             scorer = self.evidence.purposes.get(route.path)
-            plan.transcript = tr = transcript(facts.call.body)
-            text = tr.latest_user() if scorer is not None else None
-            if scorer is not None and text:
-                purpose = asyncio.ensure_future(scorer.score(text))
             tcfg = route.templates or policy.templates
-            member = {"device": keys.device, "account": keys.account, "ip": keys.ip}.get(tcfg.identity) or keys.subnet
-            plan.templates = template_keys(facts.call, tcfg, client_system=content.client_system, tr=tr)
-            plan.templates_at = len(plan.ops)
-            plan.ops.extend(template_ops(plan.templates, member, tcfg))
+            if scorer is not None or tcfg.enabled or content.enabled:  # the body's turns, read once
+                plan.transcript = tr = transcript(facts.call.body)
+                text = tr.latest_user() if scorer is not None else None
+                if scorer is not None and text:
+                    purpose = asyncio.ensure_future(scorer.score(text))
+                member = (
+                    {"device": keys.device, "account": keys.account, "ip": keys.ip}.get(tcfg.identity) or keys.subnet
+                )
+                plan.templates = template_keys(facts.call, tcfg, client_system=content.client_system, tr=tr)
+                plan.templates_at = len(plan.ops)
+                plan.ops.extend(template_ops(plan.templates, member, tcfg))
         if isinstance(proof, ProofClaims) and isinstance(account, Account):
             plan.history["new_accounts"] = plan.add(
                 Hit(f"acct-new:{route.path}", _INF, 600, 1.0 if is_new_account(account, policy.identity, now) else 0.0)

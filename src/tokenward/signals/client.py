@@ -178,11 +178,11 @@ _MIN_SAFARI_FETCH_METADATA = 17
 
 # Relative order Chromium's fetch() writes (see the module docstring); (earlier, later).
 _CHROME_ORDER = (
-    (b"user-agent", b"accept"),
-    (b"accept", b"accept-encoding"),
-    (b"accept-encoding", b"accept-language"),
+    ("user-agent", "accept"),
+    ("accept", "accept-encoding"),
+    ("accept-encoding", "accept-language"),
 )
-_ORDER_NAMES = frozenset({b"host", b"user-agent", b"accept", b"accept-encoding", b"accept-language"})
+_ORDER_NAMES = ("host", "user-agent", "accept", "accept-encoding", "accept-language")
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -268,19 +268,17 @@ def _fingerprint_in(fp: str, patterns: Sequence[str] | Mapping[str, str]) -> str
     return None
 
 
-def _order_violation(raw_headers: Sequence[tuple[bytes, bytes]]) -> str | None:
-    pos: dict[bytes, int] = {}
-    for i, (name, _) in enumerate(raw_headers):
-        n = name.lower()
-        if n in _ORDER_NAMES and n not in pos:
-            pos[n] = i
-    host = pos.get(b"host")
+def _order_violation(headers: Mapping[str, str]) -> str | None:
+    """``headers``: lower-case names in the order each first arrived (RequestFacts.headers)."""
+    names = list(headers)
+    pos = {n: names.index(n) for n in _ORDER_NAMES if n in headers}
+    host = pos.get("host")
     if host is not None and host != 0:
         return "host is not the first header"
     for earlier, later in _CHROME_ORDER:
         a, b = pos.get(earlier), pos.get(later)
         if a is not None and b is not None and a > b:
-            return f"{later.decode()} before {earlier.decode()}"
+            return f"{later} before {earlier}"
     return None
 
 
@@ -456,7 +454,7 @@ def client_signals(
     if browser_route and origin is None and facts.method not in _NO_BODY_METHODS:
         out.append(Signal("client/origin-missing", _W["client/origin-missing"], {"method": facts.method}))
     if major is not None and cfg.header_order:
-        violation = _order_violation(facts.raw_headers)
+        violation = _order_violation(facts.headers)
         if violation is not None:
             out.append(Signal("client/header-order", _W["client/header-order"], {"rule": violation}))
     if major is not None and tls_fp is not None and cfg.browser_fingerprints:
