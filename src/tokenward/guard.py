@@ -66,7 +66,7 @@ from .signals.browser import browser_signals, parse_env
 from .signals.client import client_signals
 from .signals.content import content_signals
 from .signals.identity import Account, IdentityStats, identity_signals, is_new_account
-from .signals.network import network_signals
+from .signals.network import network_signals, subnet_of
 from .spike import RouteMode, SpendBreaker, SpikeDetector, StateChange
 from .store import (
     Cadence,
@@ -86,7 +86,6 @@ from .store import (
     StoreUnavailable,
     WindowResult,
 )
-from .subnets import subnet_of
 
 __all__ = ["DEVICE_ROUTE", "Guard", "RequestOutcome", "new_request_id"]
 
@@ -318,9 +317,9 @@ class Guard:
                 text = tr.latest_user() if scorer is not None else None
                 if scorer is not None and text:
                     purpose = asyncio.ensure_future(scorer.score(text))
-                member = (
-                    {"device": keys.device, "account": keys.account, "ip": keys.ip}.get(tcfg.identity) or keys.subnet
-                )
+                member = {"device": keys.device, "account": keys.account, "ip": keys.ip}.get(
+                    tcfg.identity
+                ) or keys.subnet
                 plan.templates = template_keys(facts.call, tcfg, client_system=content.client_system, tr=tr)
                 plan.templates_at = len(plan.ops)
                 plan.ops.extend(template_ops(plan.templates, member, tcfg))
