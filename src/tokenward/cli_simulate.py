@@ -6,6 +6,7 @@ Mount it on the main app with ``app.command("simulate")(simulate)``.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -76,6 +77,9 @@ def simulate(
         max_requests=max_requests, out=out, allow_non_loopback=allow_non_loopback, seed=seed, browsers=browsers,
         decision_log=decision_log, jwt_key=jwt_key, progress=not quiet and sys.stderr.isatty(),
     )  # fmt: skip
+    # SIGTERM as Ctrl-C: the run's gateway, demo LLM and browsers are stopped on the way
+    # out, not left running (the default handler would end the process on the spot).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         data = run_simulation(settings, err)
     except SimulationError as exc:

@@ -10,7 +10,9 @@ resolve them: a single stolen call of ~60 is 1.7%, so the smoke allows one.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -141,3 +143,72 @@ def test_a_non_loopback_target_is_refused(tmp_path: Path) -> None:
     assert "not a loopback address" in message and "--allow-non-loopback" in message
     assert time.monotonic() - started < 30
     assert not (tmp_path / "report.json").exists()
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc's parent links)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
+def test_sigterm_stops_everything_the_run_started(tmp_path: Path) -> None:
+    """A simulation stopped with SIGTERM takes its gateway, demo LLM and browsers with it."""
+    import signal
+
+    proc = subprocess.Popen(
+        [*simulate_command(), "--profile", "smoke", "--policy", str(SUPPORT_BOT), "--out", str(tmp_path), "--quiet"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    started: set[int] = set()
+    deadline = time.monotonic() + 60
+    # Wait until the run is under way: a gateway, a demo LLM and a browser below it.
+    while time.monotonic() < deadline:
+        started = _descendants(proc.pid)
+        cmdlines = " ".join(_cmdline(p) for p in started)
+        if "tokenward.cli serve" in cmdlines and "demo.upstream" in cmdlines and "chromium" in cmdlines:
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"the run did not start its services: {proc.stderr.read() if proc.stderr else ''}")
+    time.sleep(2)
+    started = _descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(p) for p in started):
+        time.sleep(0.25)
+    left = {p: _cmdline(p)[:100] for p in started if _alive(p)}
+    for p in left:  # do not leave them to the next test either
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGKILL)
+    assert not left, left
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
