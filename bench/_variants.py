@@ -10,6 +10,8 @@ is what that piece costs:
   bare      both of the above
   logqueue  records are queued to the writer thread, which drops them (no rows, no SQLite)
   logrows   the writer builds the rows (JSON columns) but does not insert them
+  noguard   the guard answers every request "allow" at once and nothing is logged or
+            settled: what the HTTP layer alone (body, facts, headers, forwarding) costs
 
     TOKENWARD_KEYS=... python bench/_variants.py --variant nolog --policy P --upstream U --port N
 """
@@ -93,6 +95,20 @@ def create_app() -> Any:
         log._write = lambda conn, batch: [_row(r) for r in batch] and None  # type: ignore[union-attr]
     elif log is not None:
         _count_batches(log)
+    if variant == "noguard":
+        from tokenward.decision import Action, Decision
+
+        allow = Decision(Action.ALLOW, "proof/ok")
+        guard = gateway.guard
+
+        async def check(facts: Any) -> Decision:
+            return allow
+
+        async def finish(*args: Any, **kwargs: Any) -> None:
+            return None
+
+        guard.check = check  # type: ignore[method-assign]
+        guard.finish = finish  # type: ignore[method-assign]
     if variant in ("nowatch", "bare"):
         upstream_mod.asyncio = _AsyncioWithoutWatcher(upstream_mod.asyncio)  # type: ignore[assignment]
     return gateway
@@ -105,7 +121,9 @@ def main() -> None:
     from granian.log import LogLevels
 
     p = argparse.ArgumentParser()
-    p.add_argument("--variant", choices=["full", "nolog", "nowatch", "bare", "logqueue", "logrows"], required=True)
+    p.add_argument(
+        "--variant", choices=["full", "nolog", "nowatch", "bare", "logqueue", "logrows", "noguard"], required=True
+    )
     p.add_argument("--policy", required=True)
     p.add_argument("--upstream", required=True)
     p.add_argument("--port", type=int, required=True)

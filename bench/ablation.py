@@ -63,7 +63,7 @@ def main() -> None:
         "--variants",
         nargs="+",
         default=list(VARIANTS),
-        choices=["full", "nolog", "nowatch", "bare", "logqueue", "logrows"],
+        choices=["full", "nolog", "nowatch", "bare", "logqueue", "logrows", "noguard"],
     )
     p.add_argument("--no-refusals", action="store_true")
     args = p.parse_args()
