@@ -96,10 +96,16 @@ def demo_upstream() -> Iterator[Upstream]:
 
 
 def start_gateway(
-    tmp_path: Path, upstream: str, policy: dict | None = None, name: str = "gw", key: bytes | None = None
+    tmp_path: Path,
+    upstream: str,
+    policy: dict | None = None,
+    name: str = "gw",
+    key: bytes | None = None,
+    port: int | None = None,
 ) -> GatewayProc:
     """``tokenward serve`` with a temp policy (``policy`` overrides the defaults below).
-    Instances given the same ``key`` accept each other's challenges."""
+    Instances given the same ``key`` accept each other's challenges; ``port`` (default: a
+    free one) lets a test restart a gateway where a page expects it."""
     key = key or secrets.token_bytes(32)
     db = tmp_path / f"{name}.db"
     data = {
@@ -119,7 +125,7 @@ def start_gateway(
     data.update(policy or {})
     policy_file = tmp_path / f"{name}.yaml"
     policy_file.write_text(yaml.safe_dump(data))
-    port = free_port()
+    port = port or free_port()
     env = {**os.environ, "TOKENWARD_KEYS": base64.urlsafe_b64encode(key).rstrip(b"=").decode()}
     proc = subprocess.Popen(
         [*TOKENWARD, "serve", "--upstream", upstream, "--policy", str(policy_file),

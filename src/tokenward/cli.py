@@ -52,6 +52,9 @@ def _load(policy: Path | None, upstream: str | None = None, *, evidence: bool = 
 
 def _check_port(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        # As the server binds: connections of a gateway that just stopped (TIME_WAIT) do not
+        # hold the port, only a socket still listening on it does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:

@@ -140,6 +140,12 @@ class Decision:
         """Value of the ``Tokenward-Decision`` header: the action actually taken."""
         return Action.ALLOW.value if self.shadow else self.action.value
 
+    @property
+    def device_unknown(self) -> bool:
+        """The request was signed by a device key this gateway does not hold (never
+        registered, or forgotten): the client should register it again."""
+        return any(s.name == "device/unknown" for s in self.signals)
+
 
 _DECISION_FIELDS = tuple(f.name for f in fields(Decision))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ class Sent:
     request_id: str
     headers: dict[str, str]  # request headers, lower-case names
     body: bytes
+    answer_headers: dict[str, str] = field(default_factory=dict)  # the response's, lower-case names
 
     @property
     def signals(self) -> dict[str, Any] | None:
@@ -54,7 +55,13 @@ class Recorder:
             return
         headers = await request.all_headers()
         self.sent.append(
-            Sent(response.status, response.headers.get("tokenward-request-id", ""), headers, request.post_data_buffer)
+            Sent(
+                response.status,
+                response.headers.get("tokenward-request-id", ""),
+                headers,
+                request.post_data_buffer,
+                dict(response.headers),
+            )
         )
         self._more.set()
 

@@ -270,3 +270,44 @@ async def test_device_costs(open_page, demo_upstream, tmp_path):
         print("\nChromium device key costs:\n" + "\n".join(lines))
     finally:
         gw.stop()
+
+
+async def test_a_gateway_that_forgot_the_key_says_so_and_the_page_registers_again(open_page, demo_upstream, tmp_path):
+    """A gateway on the memory store forgets every device key when it restarts. The page's
+    next request is answered with ``Tokenward-Device: unknown`` (protocol §4.2), the SDK
+    registers the same key again in the background, and the requests after that are
+    recognised as the device again."""
+    first = start_gateway(tmp_path, demo_upstream.url, name="before")
+    port = int(first.url.rsplit(":", 1)[1])
+    page = await open_page(first.url + "/demo")
+    rec = Recorder(page)
+    device = await page.evaluate("tokenward.device()")
+    await type_and_send(page, "Hello before the restart")
+    await answers(page, 1)
+    [sent] = await rec.wait(1)
+    assert signal(await log_row(first.db, sent.request_id), "device/ok")["evidence"]["device"] == device["id"]
+    assert "tokenward-device" not in sent.answer_headers
+    first.stop()
+
+    second = start_gateway(tmp_path, demo_upstream.url, name="after", key=first.key, port=port)
+    try:
+        await type_and_send(page, "Hello after the restart")
+        await answers(page, 2)
+        forgotten = (await rec.wait(2))[1]
+        assert forgotten.status == 200  # not a refusal by itself: a signal the policy weighs
+        assert forgotten.answer_headers.get("tokenward-device") == "unknown"
+        assert "device/unknown" in signal_names(await log_row(second.db, forgotten.request_id))
+        deadline = time.monotonic() + 30
+        while len(page.tw_registrations) < 2 and time.monotonic() < deadline:
+            await page.wait_for_timeout(100)
+        assert len(page.tw_registrations) == 2  # registered again, in the background
+        assert (await page.evaluate("tokenward.device()"))["id"] == device["id"]
+
+        await type_and_send(page, "And once it is registered again?")
+        await answers(page, 3)
+        known = (await rec.wait(3))[2]
+        assert signal(await log_row(second.db, known.request_id), "device/ok")["evidence"]["device"] == device["id"]
+        assert "tokenward-device" not in known.answer_headers
+        assert not page.tw_errors
+    finally:
+        second.stop()

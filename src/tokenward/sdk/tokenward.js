@@ -895,6 +895,20 @@
     });
   }
 
+  // Protocol §4.2: an answer with "Tokenward-Device: unknown" means the gateway does not
+  // hold this page's key (it never saw it, or forgot it: a restart on the memory store).
+  // Register it again in the background, at most once per DEVICE_RETRY_MS.
+  let deviceForgottenAt = 0;
+  function deviceForgotten(response) {
+    if (!response || !response.headers || response.headers.get(DEVICE_HEADER) !== "unknown") return;
+    if (!devicePromise || deviceRefresh || Date.now() - deviceForgottenAt < DEVICE_RETRY_MS) return;
+    deviceForgottenAt = Date.now();
+    const gen = deviceGen;
+    deviceRefresh = devicePromise.then((dev) => (dev ? registerDevice(dev) : null)).then(
+      () => { if (gen === deviceGen) deviceRefresh = null; },
+      () => setTimeout(() => { if (gen === deviceGen) deviceRefresh = null; }, DEVICE_RETRY_MS));
+  }
+
   function resetDevice() {
     deviceGen++;
     devicePromise = null;
@@ -1254,13 +1268,16 @@
     await prove(unprotected.has(route) ? null : await takeChallenge(route));
     checkAbort();
     const response = await send();
+    deviceForgotten(response);
     const retry = await challengeFrom(response);
     if (!retry) return response;
     if (response.body) response.body.cancel().catch(() => {}); // read via the clone already
     unprotected.delete(route); // it wants a proof after all (e.g. the policy changed)
     await prove(retry);
     checkAbort();
-    return send();
+    const again = await send();
+    deviceForgotten(again);
+    return again;
   }
 
   function configure(opts) {
