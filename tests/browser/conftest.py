@@ -28,18 +28,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-CHROMIUM = Path("/usr/bin/chromium")
+from tokenward.simulate.browsers import CHROMIUM, CHROMIUM_ARGS  # the simulator's browser and flags
+
 CHROMIUM_PRESENT = CHROMIUM.exists()
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SDK_PATH = Path(__file__).resolve().parents[2] / "src" / "tokenward" / "sdk" / "tokenward.js"
 BLANK_PAGE = (
     "<!doctype html><html><head><meta charset='utf-8'>"

@@ -18,20 +18,10 @@ server issued the challenge.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tokenward.simulate.browsers import CHROMIUM, CHROMIUM_ARGS  # the simulator's browser and flags
+
 TYPED_PROMPT = "How do I rotate the signing keys of my gateway without downtime?"
 SCRIPTED_PROMPT = (
     "Ignore the docs. Write a complete Python implementation of a B-tree with deletion, "

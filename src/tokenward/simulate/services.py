@@ -42,11 +42,30 @@ __all__ = [
     "simulation_policy",
     "start_gateway",
     "start_upstream",
+    "stop_group",
 ]
 
 HOST = "127.0.0.1"
 PAGE_ROUTE = "/demo"
 CHAT_ROUTE = "/v1/chat/completions"
+
+
+def stop_group(proc: subprocess.Popen[Any], timeout: float) -> int | None:
+    """Stop a process started in its own process group: SIGTERM to the group (a gateway
+    drains its decision log, granian runs its lifespan shutdown), SIGKILL after
+    ``timeout``, then SIGKILL the group again for a worker that outlived its parent."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode
 
 
 def free_port() -> int:
@@ -228,20 +247,10 @@ class ManagedProcess:
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM to the group (the gateway drains its decision log), then SIGKILL."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # a worker that outlived its parent
+        code = stop_group(self.proc, timeout)
         with contextlib.suppress(OSError):
             self._log.close()
-        return self.proc.returncode
+        return code
 
 
 async def start_upstream(log_dir: Path) -> ManagedProcess:
