@@ -52,6 +52,7 @@ __all__ = [
     "load_policy",
     "parse_policy",
     "read_policy_data",
+    "route_key",
 ]
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -155,6 +156,14 @@ class UpstreamSettings(_Strict):
         return out
 
 
+def route_key(path: str) -> str:
+    """What routes are matched on: the path in lower case without one trailing slash."""
+    key = path.lower()
+    if len(key) > 1 and key.endswith("/"):
+        key = key[:-1]
+    return key
+
+
 class RouteSettings(_Strict):
     path: str = Field(description="exact path, or a prefix ending in /*")
     api: Flavour = Field(Flavour.CUSTOM, description="openai | anthropic | custom")
@@ -198,6 +207,9 @@ class RouteSettings(_Strict):
             raise ValueError("only a trailing /* wildcard is allowed")
         if v.startswith("/.tokenward"):
             raise ValueError("/.tokenward/ is reserved for the gateway's own endpoints")
+        plain = v[:-2] if v.endswith("/*") else v
+        if any(c in plain for c in "\\;%?#") or "//" in plain or any(s in (".", "..") for s in plain.split("/")):
+            raise ValueError("must be a plain path: no '.' or '..' segments, '//', '\\', ';', '%', '?' or '#'")
         return v
 
     @field_validator("methods")
@@ -228,6 +240,11 @@ class Policy(_Strict):
         default_factory=lambda: tuple(RouteSettings(**r) for r in STANDARD_ROUTES)
     )
     other_routes: Literal["pass", "refuse"] = Field("refuse", description="what happens to paths no route names")
+    ambiguous_paths: Literal["refuse", "canonicalize"] = Field(
+        "refuse",
+        description="paths servers read differently (dot segments, encoded dots, '//', '\\'): 400, or resolve and "
+        "forward the resolved path",
+    )
     weights: dict[str, float] = Field(
         default_factory=dict, description="signal name (or family/*) -> weight, replacing its default"
     )
@@ -264,7 +281,7 @@ class Policy(_Strict):
     devices: DeviceSettings = Field(default_factory=DeviceSettings)
 
     _exact: dict[str, RouteSettings] = PrivateAttr(default_factory=dict)
-    _prefixes: list[RouteSettings] = PrivateAttr(default_factory=list)
+    _prefixes: list[tuple[str, RouteSettings]] = PrivateAttr(default_factory=list)
     _engines: dict[str, RiskEngine] = PrivateAttr(default_factory=dict)
     _default_engine: RiskEngine = PrivateAttr()
 
@@ -278,9 +295,10 @@ class Policy(_Strict):
     def _unique_paths(cls, routes: tuple[RouteSettings, ...]) -> tuple[RouteSettings, ...]:
         seen: set[str] = set()
         for r in routes:
-            if r.path in seen:
-                raise ValueError(f"route {r.path} is listed twice")
-            seen.add(r.path)
+            key = route_key(r.path)
+            if key in seen:
+                raise ValueError(f"route {r.path} is listed twice (routes match regardless of case and a trailing /)")
+            seen.add(key)
         return routes
 
     @field_validator("rules", "limits", "budgets")
@@ -294,8 +312,10 @@ class Policy(_Strict):
 
     def model_post_init(self, context: Any, /) -> None:
         # Route lookups and risk engines are used on every request: build them once.
-        self._exact = {r.path: r for r in self.routes if not r.path.endswith("/*")}
-        self._prefixes = sorted((r for r in self.routes if r.path.endswith("/*")), key=lambda r: -len(r.path))
+        self._exact = {route_key(r.path): r for r in self.routes if not r.path.endswith("/*")}
+        self._prefixes = sorted(
+            ((r.path[:-1].lower(), r) for r in self.routes if r.path.endswith("/*")), key=lambda p: -len(p[0])
+        )
         self._engines = {
             r.path: RiskEngine(
                 {**self.weights, **r.weights},
@@ -331,11 +351,14 @@ class Policy(_Strict):
 
     # -- evaluation helpers (pure) -----------------------------------------------
     def route_for(self, path: str) -> RouteSettings | None:
-        route = self._exact.get(path)
+        """The route a (canonical, docs/policy.md) path belongs to. Matching ignores case and
+        one trailing slash, as some upstream frameworks do: a route is never missed for them."""
+        key = route_key(path)
+        route = self._exact.get(key)
         if route is not None:
             return route
-        for r in self._prefixes:
-            if path.startswith(r.path[:-1]) or path == r.path[:-2]:
+        for prefix, r in self._prefixes:
+            if key.startswith(prefix) or key == prefix[:-1]:
                 return r
         return None
 

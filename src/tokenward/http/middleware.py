@@ -3,7 +3,9 @@
 Pure ASGI (no BaseHTTPMiddleware, which breaks contextvars). Protected routes go through
 the same gate as the proxy; the checked body is replayed to the app, so the app reads
 exactly the bytes the proof was made for. Everything else goes straight to the app —
-``other_routes`` is a reverse-proxy setting and does not apply here.
+``other_routes`` is a reverse-proxy setting and does not apply here. Every request first
+passes the edge (``edge.admit``): a path the app could read differently from the route
+it was judged as is refused, or resolved for the app with ``ambiguous_paths: canonicalize``.
 
     from tokenward import TokenwardMiddleware
     app = TokenwardMiddleware(app, policy="tokenward.yaml")
@@ -23,6 +25,7 @@ from ..policy import Policy, load_policy
 from ..store import open_store
 from .app import load_keys
 from .common import ASGIApp, Message, Receive, Scope, Send
+from .edge import admit
 from .endpoints import PREFIX, Endpoints
 from .gate import Gate
 
@@ -58,16 +61,19 @@ class TokenwardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self._start()
+        admitted = await admit(scope, send, self.guard)
+        if admitted is None:
+            return
+        scope = admitted
         path: str = scope["path"]
         if path.startswith(PREFIX):
-            await self._start()
             await self.endpoints(scope, receive, send)
             return
         route = self.guard.policy.route_for(path)
         if route is None or not route.protect or scope["method"] not in route.methods:
             await self.app(scope, receive, send)
             return
-        await self._start()
         await self.gate(scope, receive, send, route, self._call_app)
 
     async def _call_app(

@@ -10,6 +10,7 @@ from ..decision import Flavour
 from ..guard import Guard, RequestOutcome
 from ..watch import PolicyWatcher
 from .common import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, send_error
+from .edge import admit
 from .endpoints import PREFIX, Endpoints
 from .gate import Gate, build_facts
 from .upstream import Upstream
@@ -50,6 +51,10 @@ class Gateway:
             await send({"type": "websocket.close", "code": 1008})
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        admitted = await admit(scope, send, self.guard)
+        if admitted is None:
+            return
+        scope = admitted
         path: str = scope["path"]
         if path.startswith(PREFIX):
             await self.endpoints(scope, receive, send)

@@ -22,6 +22,7 @@ import logging
 
 import aiohttp
 from multidict import CIMultiDict
+from yarl import URL
 
 from ..decision import Decision
 from ..facts import RequestFacts
@@ -40,9 +41,19 @@ HOP_BY_HOP = frozenset(
         "trailer", "trailers", "transfer-encoding", "upgrade", "proxy-connection",
     }
 )  # fmt: skip
-# Never sent upstream: hop-by-hop, our own protocol headers, and what aiohttp computes.
-_REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "tokenward-proof", "tokenward-signals"}
 _CLIENT_AUTH = frozenset({"authorization", "x-api-key", "api-key"})
+# Where a client may claim to come from. The upstream gets what the gateway believes
+# (TrustedProxies) instead of what the client wrote.
+_CLIENT_ADDRESS = frozenset(
+    {
+        "x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-proto", "x-forwarded-host",
+        "x-forwarded-port", "x-client-ip", "true-client-ip", "cf-connecting-ip", "x-cluster-client-ip",
+        "fastly-client-ip", "x-original-forwarded-for",
+    }
+)  # fmt: skip
+# Never sent upstream: hop-by-hop, our own protocol headers, what aiohttp computes, and
+# the client's claims about its address.
+_REQUEST_DROP = HOP_BY_HOP | _CLIENT_ADDRESS | {"host", "content-length", "tokenward-proof", "tokenward-signals"}
 # The ASGI server sets its own date/server; passing the upstream's doubles them.
 _RESPONSE_DROP = HOP_BY_HOP | {b"date", b"server"}
 _RESPONSE_DROP_BYTES = frozenset(h.encode() if isinstance(h, str) else h for h in _RESPONSE_DROP)
@@ -90,7 +101,6 @@ class Upstream:
 
     def _request_headers(self, scope: Scope, client_ip: str) -> CIMultiDict[str]:
         out: CIMultiDict[str] = CIMultiDict()
-        forwarded_for = None
         drop = self._drop
         for k, v in scope["headers"]:
             if k == b"connection":  # headers it names are hop-by-hop too (RFC 9110 7.6.1)
@@ -100,12 +110,13 @@ class Upstream:
             name = k.decode("latin-1").lower()
             if name in drop:
                 continue
-            if name == "x-forwarded-for":
-                forwarded_for = v.decode("latin-1")
-                continue
             out.add(name, v.decode("latin-1"))
-        out["x-forwarded-for"] = f"{forwarded_for}, {client_ip}" if forwarded_for else client_ip
-        out["x-forwarded-proto"] = scope.get("scheme", "http")
+        scheme = scope.get("scheme", "http")
+        out["x-forwarded-for"] = client_ip
+        out["x-real-ip"] = client_ip
+        out["x-forwarded-proto"] = scheme
+        node = f'"[{client_ip}]"' if ":" in client_ip else client_ip  # RFC 7239: IPv6 quoted
+        out["forwarded"] = f"for={node};proto={scheme}"
         for k, v in self._inject:
             out[k] = v
         return out
@@ -123,10 +134,12 @@ class Upstream:
         session = self._session
         if session is None:
             raise RuntimeError("upstream client used before start()")
-        path = scope.get("raw_path") or scope["path"].encode()
-        url = self.base + path.decode("latin-1")
+        # The path exactly as the edge admitted it (edge.py), the query verbatim: ``encoded=True``
+        # stops yarl from re-quoting or resolving anything, so the upstream reads what was judged.
+        target = self.base + (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         if scope.get("query_string"):
-            url += "?" + scope["query_string"].decode("latin-1")
+            target += "?" + scope["query_string"].decode("latin-1")
+        url = URL(target, encoded=True)
         flavour = facts.route.api if facts.route is not None else None
         call: CallPlan | None = decision.call if decision is not None else None
         headers = self._request_headers(scope, facts.client_ip)
