@@ -61,6 +61,8 @@ class RecordingUpstream(socketserver.ThreadingTCPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.seen: dict[str, bytes] = {}
+        self.headers: dict[str, dict[bytes, bytes]] = {}
+        self.bodies: dict[str, bytes] = {}
         self.lines: list[bytes] = []
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -88,10 +90,13 @@ class _Handler(socketserver.StreamRequestHandler):
             while (h := self.rfile.readline(65537)) not in (b"\r\n", b"\n", b""):
                 k, _, v = h.partition(b":")
                 headers[k.strip().lower()] = v.strip()
-            self.rfile.read(int(headers.get(b"content-length", b"0")))
+            body = self.rfile.read(int(headers.get(b"content-length", b"0")))
             target = line.split(b" ")[1]
+            probe = headers.get(b"x-probe", b"").decode()
             self.server.lines.append(line)
-            self.server.seen[headers.get(b"x-probe", b"").decode()] = target
+            self.server.seen[probe] = target
+            self.server.headers[probe] = headers
+            self.server.bodies[probe] = body
             self.wfile.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
                 + str(len(_ANSWER)).encode() + b"\r\n\r\n" + _ANSWER
