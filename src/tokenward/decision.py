@@ -71,6 +71,7 @@ CODE_STATUS: dict[str, int] = {
     "not_found": 404,
     "method_not_allowed": 405,
     "store_unavailable": 503,
+    "internal_error": 500,
     "spend_limit": 503,
     # Signed requests (docs/signed-requests.md):
     "signature_required": 401,

@@ -121,8 +121,8 @@ class Endpoints:
             store_ok = await self.guard.store.ping()
         except StoreUnavailable:
             store_ok = False
-        body = {"status": "ok" if store_ok else "degraded", "store": "ok" if store_ok else "unavailable"}
-        await send_json(send, 200 if store_ok else 503, orjson.dumps(body))
+        # Ok or not, nothing more: which part is down is for the operator's log, not for clients.
+        await send_json(send, 200 if store_ok else 503, b'{"status":"ok"}' if store_ok else b'{"status":"unavailable"}')
 
     async def sdk(self, send: Send) -> None:
         if self._sdk is None:

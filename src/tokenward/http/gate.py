@@ -109,24 +109,36 @@ class Gate:
         facts = build_facts(scope, body, route, guard.trusted, request_id, now)
         try:
             if decision is None:
-                decision = await guard.check(facts)
+                try:
+                    decision = await guard.check(facts)
+                except Exception as exc:  # a bug must not leave a request unanswered or unlogged
+                    outcome.error = f"{type(exc).__name__}: {exc}"
+                    log.exception("request %s could not be judged", request_id)
+                    decision = _GATEWAY_ERROR
             decided = time.perf_counter()
             if decision.forwards:
                 await forward(scope, receive, send, facts, decision, decision_headers(request_id, decision), outcome)
             elif decision.code is not None:
                 outcome.status = await send_refusal(send, route.api, decision, request_id)
         except Exception as exc:
-            outcome.error = f"{type(exc).__name__}: {exc}"
+            outcome.error = outcome.error or f"{type(exc).__name__}: {exc}"
             log.exception("request %s failed", request_id)
             raise
         finally:
             if decision is None:
-                decision = Decision(Action.BLOCK, "gateway/error")
+                decision = _GATEWAY_ERROR
             elapsed = time.perf_counter()
             await guard.finish(
                 facts, decision, outcome,
                 decision_ms=(decided - started) * 1000, total_ms=(elapsed - started) * 1000,
             )  # fmt: skip
+
+
+# Fail closed, in the protocol's shape, without a word about the cause (that is logged).
+_GATEWAY_ERROR = Decision(
+    Action.BLOCK, "gateway/error", ("gateway/error",), code="internal_error",
+    message="The gateway could not judge this request; it was not forwarded. Try again later.",
+)  # fmt: skip
 
 
 def _too_large(cap: int) -> Decision:
