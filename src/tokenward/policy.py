@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -164,6 +166,29 @@ def route_key(path: str) -> str:
     return key
 
 
+class RouteTable:
+    """Which route a (canonical, docs/policy.md) path belongs to. Matching ignores case and
+    one trailing slash, as some upstream frameworks do: a route is never missed for them."""
+
+    __slots__ = ("_exact", "_prefixes")
+
+    def __init__(self, routes: Sequence[RouteSettings]):
+        self._exact = {route_key(r.path): r for r in routes if not r.path.endswith("/*")}
+        self._prefixes = sorted(
+            ((r.path[:-1].lower(), r) for r in routes if r.path.endswith("/*")), key=lambda p: -len(p[0])
+        )
+
+    def route_for(self, path: str) -> RouteSettings | None:
+        key = route_key(path)
+        route = self._exact.get(key)
+        if route is not None:
+            return route
+        for prefix, r in self._prefixes:
+            if key.startswith(prefix) or key == prefix[:-1]:
+                return r
+        return None
+
+
 class RouteSettings(_Strict):
     path: str = Field(description="exact path, or a prefix ending in /*")
     api: Flavour = Field(Flavour.CUSTOM, description="openai | anthropic | custom")
@@ -280,8 +305,6 @@ class Policy(_Strict):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     devices: DeviceSettings = Field(default_factory=DeviceSettings)
 
-    _exact: dict[str, RouteSettings] = PrivateAttr(default_factory=dict)
-    _prefixes: list[tuple[str, RouteSettings]] = PrivateAttr(default_factory=list)
     _engines: dict[str, RiskEngine] = PrivateAttr(default_factory=dict)
     _default_engine: RiskEngine = PrivateAttr()
 
@@ -312,10 +335,6 @@ class Policy(_Strict):
 
     def model_post_init(self, context: Any, /) -> None:
         # Route lookups and risk engines are used on every request: build them once.
-        self._exact = {route_key(r.path): r for r in self.routes if not r.path.endswith("/*")}
-        self._prefixes = sorted(
-            ((r.path[:-1].lower(), r) for r in self.routes if r.path.endswith("/*")), key=lambda p: -len(p[0])
-        )
         self._engines = {
             r.path: RiskEngine(
                 {**self.weights, **r.weights},
@@ -350,17 +369,14 @@ class Policy(_Strict):
         return min(MAX_DIFFICULTY, self.proof.difficulty + 4) if d is None else d
 
     # -- evaluation helpers (pure) -----------------------------------------------
+    @cached_property
+    def route_table(self) -> RouteTable:
+        # A cached property, not a private attribute: those cost microseconds to reach,
+        # and routes are looked up on every request.
+        return RouteTable(self.routes)
+
     def route_for(self, path: str) -> RouteSettings | None:
-        """The route a (canonical, docs/policy.md) path belongs to. Matching ignores case and
-        one trailing slash, as some upstream frameworks do: a route is never missed for them."""
-        key = route_key(path)
-        route = self._exact.get(key)
-        if route is not None:
-            return route
-        for prefix, r in self._prefixes:
-            if key.startswith(prefix) or key == prefix[:-1]:
-                return r
-        return None
+        return self.route_table.route_for(path)
 
     def difficulty_for(self, route: RouteSettings) -> int:
         return self.proof.difficulty if route.difficulty is None else route.difficulty
