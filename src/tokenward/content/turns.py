@@ -108,6 +108,11 @@ class Transcript:
         return sum(len(s) for s in self.system) + sum(len(t.text) for t in self.turns) + self.tool_schema_chars
 
 
+def _name(value: Any) -> str | None:
+    """A ``type`` value as a name; any other JSON value (a number, a list...) is none."""
+    return value if isinstance(value, str) else None
+
+
 def _clip(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT]
 
@@ -128,7 +133,7 @@ def _text_and_media(content: Any) -> tuple[str, int, list[Turn]]:
             continue
         if not isinstance(part, Mapping):
             continue
-        kind = part.get("type")
+        kind = _name(part.get("type"))
         if kind in _TEXT_PART_TYPES or (kind is None and isinstance(part.get("text"), str)):
             text = part.get("text")
             if isinstance(text, str):
@@ -183,6 +188,8 @@ def _chat_turns(messages: Sequence[Any], system: list[str]) -> list[Turn]:
         if not isinstance(msg, Mapping):
             continue
         role = msg.get("role")
+        if role is not None and not isinstance(role, str):
+            role = "user"  # a role no API has: the text is still read, as the user's
         text, media, inner = _text_and_media(msg.get("content"))
         if role in _SYSTEM_ROLES:
             if text:
@@ -192,7 +199,7 @@ def _chat_turns(messages: Sequence[Any], system: list[str]) -> list[Turn]:
             turns.append(Turn("tool", text, "tool_result", media))
             continue
         if role not in ("user", "assistant"):
-            role = "user" if role is None else str(role)[:16]
+            role = "user" if role is None else role[:16]
         tool_results = [t for t in inner if t.kind == "tool_result"]
         tool_calls = [t for t in inner if t.kind == "tool_call"]
         if text or media or not inner:
@@ -219,7 +226,7 @@ def _responses_turns(items: Sequence[Any], system: list[str]) -> list[Turn]:
             continue
         if not isinstance(item, Mapping):
             continue
-        kind = item.get("type")
+        kind = _name(item.get("type"))
         if kind in ("function_call", "custom_tool_call", "local_shell_call", "computer_call"):
             args = item.get("arguments", item.get("input", item.get("action")))
             turns.append(Turn("assistant", _clip(_args_text(item.get("name"), args)), "tool_call"))

@@ -122,17 +122,37 @@ def _positive_int(value: Any) -> int | None:
     return None
 
 
+def _amount(value: Any) -> int | None:
+    """A count as a lenient server would read it: an integer, a float (rounded up) or a
+    numeric string; None for anything else (a list, an object, true, "lots")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, float) and math.isfinite(value):
+        return math.ceil(value)
+    return None
+
+
 def _choices(body: Mapping[str, Any], endpoint: Endpoint) -> int:
     if endpoint not in (Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.CUSTOM):
         return 1
-    n = max(_positive_int(body.get("n")) or 1, _positive_int(body.get("best_of")) or 1)
+    n = max(_amount(body.get("n")) or 1, _amount(body.get("best_of")) or 1, 1)
     return min(n, MAX_CHOICES)
 
 
 def max_output(body: Mapping[str, Any], endpoint: Endpoint, cap: int) -> int:
-    """Output tokens to reserve for a call: the requested limit per choice
+    """Output tokens to reserve for a call: the largest limit per choice the body sets
     (``max_completion_tokens`` / ``max_tokens`` / ``max_output_tokens``), defaulting to
-    and capped by ``cap``, times the number of choices (``n``, ``best_of``).
+    and capped by ``cap``, times the number of choices (``n``, ``best_of``). A limit
+    field whose value is not a positive integer (0, -1, "100", 1.5) counts as ``cap``:
+    that is what :func:`limit_output` forwards in its place. Two fields: the larger
+    (servers differ in which one they obey).
 
     The cap is a true bound only if the gateway also forwards it: see :func:`limit_output`.
     Embeddings produce no output tokens: 0.
@@ -140,8 +160,8 @@ def max_output(body: Mapping[str, Any], endpoint: Endpoint, cap: int) -> int:
     fields = _OUTPUT_FIELDS[endpoint]
     if not fields:
         return 0
-    requested = next((v for v in (_positive_int(body.get(f)) for f in fields) if v is not None), None)
-    per_choice = cap if requested is None else min(requested, cap)
+    present = [body[f] for f in fields if body.get(f) is not None]
+    per_choice = max((min(_positive_int(v) or cap, cap) for v in present), default=cap)
     return max(per_choice, 0) * _choices(body, endpoint)
 
 
@@ -149,21 +169,28 @@ def limit_output(body: Mapping[str, Any], endpoint: Endpoint, limit: int) -> dic
     """A copy of ``body`` whose output limit is at most ``limit`` tokens per choice, or
     ``None`` when the body already says so (or the endpoint has no such field).
 
-    Lowers every limit field the body sets; when it sets none, adds the endpoint's own
-    (``max_tokens``, or ``max_completion_tokens`` for OpenAI reasoning models on chat,
-    ``max_output_tokens`` for Responses). Custom endpoints are never rewritten. Used to
-    make :func:`max_output`'s cap real, and for the ``degrade`` action.
+    Sets every limit field the body sets whose value is not an integer in ``1..limit``
+    (too high, 0, -1 — "unlimited" to some servers —, a float, a string...) to
+    ``limit``. When the body sets none (absent or null), an OpenAI or Anthropic body
+    gets the endpoint's own field (``max_tokens``, or ``max_completion_tokens`` for
+    OpenAI reasoning models on chat, ``max_output_tokens`` for Responses); a custom
+    body gets ``limit`` only in fields it names with null (its server may refuse fields
+    it does not know): there the route's ``max_output_tokens`` should be what that
+    server allows at most. Used to make :func:`max_output`'s cap real, and for the
+    ``degrade`` action.
     """
-    if endpoint in (Endpoint.EMBEDDINGS, Endpoint.CUSTOM) or limit < 1:
+    if endpoint is Endpoint.EMBEDDINGS or limit < 1:
         return None
     fields = _OUTPUT_FIELDS[endpoint]
-    present = [f for f in fields if f in body and body[f] is not None]
+    present = [f for f in fields if body.get(f) is not None]
     changes: dict[str, int] = {}
     for name in present:
-        value = _positive_int(body[name])
-        if value is not None and value > limit:
+        value = body[name]
+        if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= limit):
             changes[name] = limit
-    if not present:
+    if not present and endpoint is Endpoint.CUSTOM:
+        changes = {name: limit for name in fields if name in body}  # named, as null
+    elif not present:
         name = fields[-1]
         if endpoint is Endpoint.CHAT:
             model = body.get("model")
@@ -401,7 +428,7 @@ def _collect(value: Any, texts: list[str], extra: list[int]) -> None:
             texts.append(value)
     elif isinstance(value, dict):
         kind = value.get("type")
-        if kind in _MEDIA_TYPES:
+        if isinstance(kind, str) and kind in _MEDIA_TYPES:
             source = value.get("source")
             if isinstance(source, dict) and source.get("type") == "text":  # a plain-text document
                 _collect(source.get("data"), texts, extra)
