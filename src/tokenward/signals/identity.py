@@ -483,6 +483,10 @@ def identity_signals(
             out.append(Signal("identity/no-account", _W["identity/no-account"], {}))
         return out
     if isinstance(account, AccountProblem):
+        if cfg.expect_account:
+            # A credential that cannot be believed is no account: it must never weigh
+            # less than sending none (its own signal comes on top).
+            out.append(Signal("identity/no-account", _W["identity/no-account"], {"credential": account.code}))
         if account.code in ("expired", "not-yet-valid"):
             out.append(Signal("identity/expired-token", _W["identity/expired-token"], {"reason": account.code}))
         elif account.code == "untrusted-header":
