@@ -51,6 +51,9 @@ RISK_POLICY = {
     "trusted_proxies": ["127.0.0.1/32"],  # simulated client addresses arrive in X-Forwarded-For
     "proof": {"difficulty": 2},
     "devices": {"registration_difficulty": 2},
+    # The farm below registers its 500 devices from one address: this test is about
+    # request limits, not the registration limit (tests/robustness covers that).
+    "behaviour": {"max_registrations_per_subnet": 1000},
     "limits": [
         {"name": "per-device", "key": "device", "limit": 40, "window": 600},
         {"name": "per-subnet", "key": "subnet", "limit": 300, "window": 600},

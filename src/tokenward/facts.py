@@ -14,7 +14,7 @@ from .decision import Flavour
 if TYPE_CHECKING:  # the policy's signal settings import this module
     from .policy import RouteSettings
 
-__all__ = ["LLMCall", "RequestFacts", "TrustedProxies", "parse_call"]
+__all__ = ["LLMCall", "RequestFacts", "TrustedProxies", "json_depth", "limits_problem", "message_count", "parse_call"]
 
 _IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -87,7 +87,11 @@ def _int_or_none(v: Any) -> int | None:
 
 
 def parse_call(flavour: Flavour, body: bytes) -> LLMCall | str:
-    """Parse an API call body; returns a problem sentence when it is not one."""
+    """Parse an API call body; returns a problem sentence when it is not one.
+
+    Any JSON object is a call: every field is read later by code that accepts any JSON
+    value in it. How deep it nests and how many messages it carries are judged by the
+    guard against the policy (:func:`limits_problem`), once the request proved its work."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -105,3 +109,50 @@ def parse_call(flavour: Flavour, body: bytes) -> LLMCall | str:
         max_tokens=max_tokens,
         body=data,
     )
+
+
+_CONTAINERS = (dict, list)
+
+
+def json_depth(value: Any, ceiling: int) -> int:
+    """How deeply ``value`` (parsed JSON) nests: 0 for a scalar, 1 for a flat object or
+    array. Stops counting past ``ceiling`` (then returns ``ceiling + 1``). Level by level,
+    without recursion, so no body can exhaust the interpreter's stack here."""
+    depth = 0
+    level = [value] if type(value) in _CONTAINERS else []
+    while level:
+        depth += 1
+        if depth > ceiling:
+            return depth
+        deeper: list[Any] = []
+        for container in level:
+            for item in container.values() if type(container) is dict else container:
+                t = type(item)
+                if t is dict or t is list:
+                    deeper.append(item)
+        level = deeper
+    return depth
+
+
+def message_count(body: Mapping[str, Any]) -> int:
+    """The messages a call carries: ``messages`` (chat, Anthropic, custom) or, without
+    it, the items of a Responses-style ``input`` list. (Embeddings' and completions'
+    lists of inputs and token ids are not messages: the body size bounds them.)"""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        return len(messages)
+    items = body.get("input")
+    if isinstance(items, list):
+        return sum(1 for item in items if isinstance(item, dict))
+    return 0
+
+
+def limits_problem(call: LLMCall, *, max_depth: int, max_messages: int) -> str | None:
+    """Why a call's body is beyond the policy's limits (a sentence for the client), or None."""
+    depth = json_depth(call.body, max_depth)
+    if depth > max_depth:
+        return f"The request body nests JSON deeper than this endpoint accepts (at most {max_depth} levels)."
+    count = message_count(call.body)
+    if count > max_messages:
+        return f"The request has {count} messages; this endpoint accepts at most {max_messages} in one request."
+    return None

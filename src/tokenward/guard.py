@@ -48,7 +48,7 @@ from .content import (
 )
 from .decision import Action, Decision, Signal
 from .evidence import Evidence, prepare_evidence
-from .facts import LLMCall, RequestFacts, TrustedProxies
+from .facts import LLMCall, RequestFacts, TrustedProxies, limits_problem
 from .limits import BudgetSpec, Keys, LimitSpec, LimitVerdict, budgets_for, limit_ops, limit_verdict
 from .log import DecisionLog, DecisionRecord
 from .money import TokenEstimator, bytes_estimate
@@ -149,6 +149,8 @@ class _Plan:
     templates: list[str] = field(default_factory=list)  # template fingerprints counted across identities
     templates_at: int = 0
     counts: bool = False  # a fresh proof: this request counts towards the route's rate
+    ran: bool = False  # the batch was executed
+    fresh: bool | None = None  # after it: whether the proof or signature was used for the first time
     reserve: int | None = None  # index of the budget reservation
     reserved: float = 0.0  # dollars held
     reservation: str | None = None
@@ -223,7 +225,22 @@ class Guard:
         route = facts.route
         if route is None or not route.protect:
             return Decision(Action.ALLOW, "route/unprotected")
-        decision, plan = await self._judge(policy, facts, route)
+        started: list[_Plan] = []  # the request's plan, once it has one
+        try:
+            decision, plan = await self._judge(policy, facts, route, started)
+            return self._complete(policy, facts, route, decision, plan)
+        except Exception:
+            # A bug, answered as a logged gateway error; the proof must not replay it.
+            replayed = await self._abandon(policy, facts, route, started[0] if started else None)
+            if replayed is None:
+                raise
+            log.debug("request %s: a replay of a request that could not be judged", facts.request_id)
+            return replayed
+
+    def _complete(
+        self, policy: Policy, facts: RequestFacts, route: RouteSettings, decision: Decision, plan: _Plan | None
+    ) -> Decision:
+        """The decision with what the HTTP layer needs: shadow, settle ops, the call plan."""
         changes: dict[str, Any] = {}
         shadow = policy.mode_for(route) is Mode.SHADOW and not decision.forwards
         if shadow:
@@ -275,7 +292,48 @@ class Guard:
             rebuilt=conversation is not None,
         )
 
-    async def _judge(self, policy: Policy, facts: RequestFacts, route: RouteSettings) -> tuple[Decision, _Plan | None]:
+    async def _abandon(
+        self, policy: Policy, facts: RequestFacts, route: RouteSettings, plan: _Plan | None
+    ) -> Decision | None:
+        """Judging failed (a bug): use up the request's proof or signature anyway and give
+        back what its batch counted. Its replays fail the same way, but are then answered
+        as the replays they are (a refusal, returned), not as failures: no free tracebacks."""
+        ops: list[Op] = []
+        consume: Consume | None = None
+        fresh: bool | None = None
+        try:
+            if plan is not None and plan.consume is not None:
+                op = plan.ops[plan.consume]
+                consume = op if isinstance(op, Consume) else None
+            elif plan is None:
+                proof = self._verify(policy, facts, route)
+                if isinstance(proof, ProofClaims):
+                    ttl = proof.expires_at - facts.received_at + _CONSUME_GRACE
+                    consume = Consume("used:" + proof.challenge_id.hex(), ttl)
+            if plan is not None and plan.ran:
+                ops.extend(plan.settle(forwarded=False))
+                fresh = plan.fresh
+            elif consume is not None:
+                ops.append(consume)
+            if ops:
+                results = await self.store.execute(ops)
+                if fresh is None and consume is not None:
+                    fresh = bool(results[0])
+        except Exception:
+            log.exception("request %s: could not use up its proof after a failure", facts.request_id)
+            return None
+        if fresh is not False or consume is None:
+            return None
+        if consume.key.startswith("sig:"):
+            return self._signature_refusal(signature_failure("signature_replayed"))
+        return Decision(
+            Action.CHALLENGE, "proof/replayed", ("proof/replayed",), code="proof_replayed",
+            message=_MESSAGES["proof_replayed"], challenge=self.challenge_for(route).to_wire(),
+        )  # fmt: skip
+
+    async def _judge(
+        self, policy: Policy, facts: RequestFacts, route: RouteSettings, started: list[_Plan]
+    ) -> tuple[Decision, _Plan | None]:
         if facts.problem is not None:
             bad = Decision(Action.BLOCK, "request/bad", ("request/bad",), code="bad_request", message=facts.problem)
             return bad, None
@@ -298,7 +356,14 @@ class Guard:
             account = self.evidence.accounts.resolve(facts, now=now, via_trusted_proxy=facts.via_proxy)
             precheck = self._precheck_device(facts, claim)
             keys = self._keys(facts, route, precheck, account)
+        if facts.call is not None and (signed is not None or isinstance(proof, ProofClaims)):
+            # Bodies are measured once they proved their work: the walk costs CPU.
+            beyond = limits_problem(facts.call, max_depth=policy.max_json_depth, max_messages=policy.max_messages)
+            if beyond is not None:
+                return Decision(Action.BLOCK, "request/limits", ("request/limits",), code="bad_request",
+                                message=beyond), None  # fmt: skip
         plan = self._plan(policy, facts, route, proof, claim, keys, signed)
+        started.append(plan)
         conversation = self._conversation(facts, route, keys)
         if isinstance(conversation, Decision):
             return conversation, None
@@ -346,11 +411,13 @@ class Guard:
             e = policy.emergency
             plan.emergency = plan.add(Hit("emergency", e.limit, e.window))
             results = await self.fallback.execute(plan.ops)
+        plan.ran = True
         outcome = ProofOutcome(
             claims=proof if isinstance(proof, ProofClaims) else None,
             failure=proof if isinstance(proof, ProofFailure) else None,
             first_use=plan.consume is not None and bool(results[plan.consume]),
         )
+        plan.fresh = outcome.first_use if plan.consume is not None else None
         if signed is not None:
             revocation = results[plan.revocation] if plan.revocation is not None else None
             confirmed = self.evidence.clients.confirm(
@@ -623,6 +690,7 @@ class Guard:
         h["cadence"] = plan.add(Cadence(f"cadence:{who}"))
         h["redeemed"] = plan.add(Hit(f"redeemed:{keys.subnet}", _INF, 600))
         h["issued"] = plan.add(Hit(f"issued:{keys.subnet}", _INF, 600, 0.0))
+        h["registrations"] = plan.add(Hit(f"registrations:{keys.subnet}", _INF, b.window, 0.0))
         if keys.device is not None:
             h["ips_per_device"] = plan.add(Distinct(f"dev-ips:{keys.device}", keys.ip, b.window))
             h["devices_per_subnet"] = plan.add(
@@ -698,7 +766,7 @@ class Guard:
         def get(name: str) -> Any:
             return results[h[name]] if name in h else None
 
-        redeemed, issued = get("redeemed"), get("issued")
+        redeemed, issued, registrations = get("redeemed"), get("issued"), get("registrations")
         return History(
             ips_per_device=get("ips_per_device"),
             accounts_per_device=get("accounts_per_device"),
@@ -707,6 +775,7 @@ class Guard:
             cadence=get("cadence"),
             challenges_issued=issued.count if isinstance(issued, WindowResult) else None,
             proofs_redeemed=redeemed.count if isinstance(redeemed, WindowResult) else None,
+            registrations=registrations.count if isinstance(registrations, WindowResult) else None,
         )
 
     def _decide(
@@ -946,19 +1015,25 @@ class Guard:
         did = device_id(public_key)
         subnet = subnet_of(facts.client_ip)
         ttl = proof.expires_at - facts.received_at + _CONSUME_GRACE
-        first, _, registrations = await self.store.execute(
-            [
-                Consume("used:" + proof.challenge_id.hex(), ttl),
-                Put(f"devkey:{did}", public_key, policy.devices.ttl),
-                Hit(f"registrations:{subnet}", _INF, policy.behaviour.window),
-            ]
-        )
+        b = policy.behaviour
+        counter = Hit(f"registrations:{subnet}", b.max_registrations_per_subnet, b.window)
+        first, registrations = await self.store.execute([Consume("used:" + proof.challenge_id.hex(), ttl), counter])
         if not first:
+            if registrations.allowed:  # a replay registers nothing: give its count back
+                await self.store.execute([Hit(counter.key, _INF, counter.window, -counter.cost)])
             return 401, {
                 "code": "proof_replayed",
                 "message": _MESSAGES["proof_replayed"],
                 "challenge": self.challenge_for(DEVICE_ROUTE).to_wire(),
             }
+        if not registrations.allowed:
+            log.debug("device registration refused: %s is over max_registrations_per_subnet", subnet)
+            return 429, {
+                "code": "throttled",
+                "message": "Too many devices registered from this network right now; retry after the indicated time.",
+                "retry_after": max(1, int(registrations.retry_after + 0.999)),
+            }
+        await self.store.execute([Put(f"devkey:{did}", public_key, policy.devices.ttl)])
         self.devices.remember(did, public_key)
         log.debug("device %s registered; %d registrations from %s", did, round(registrations.count), subnet)
         return 200, {"device": did}

@@ -78,7 +78,9 @@ def behaviour_signals(h: History, cfg: BehaviourSettings) -> list[Signal]:
                 {"issued": round(h.challenges_issued), "redeemed": round(h.proofs_redeemed)},
             )
         )
-    if h.registrations is not None and h.registrations > cfg.max_registrations_per_subnet:
+    # Registrations beyond the limit are refused, so the count stops at it: the subnet is
+    # bursting once one more registration would be refused.
+    if h.registrations is not None and h.registrations + 1 > cfg.max_registrations_per_subnet:
         out.append(Signal("behaviour/registration-burst", 3.0, {"registrations": round(h.registrations)}))
     return out
 
