@@ -260,6 +260,10 @@ class Policy(_Strict):
     log: str = Field("sqlite:///./tokenward.db", description="sqlite:///PATH")
     trusted_proxies: tuple[str, ...] = Field((), description="CIDRs whose X-Forwarded-For is believed")
     max_body_bytes: int = Field(1_048_576, ge=0, description="request bodies above: 413")
+    max_json_depth: int = Field(
+        64, ge=8, le=200, description="protected calls whose JSON body nests deeper: 400 bad_request"
+    )
+    max_messages: int = Field(10_000, ge=1, description="protected calls with more messages: 400 bad_request")
     proof: ProofSettings = Field(default_factory=ProofSettings)
     routes: tuple[RouteSettings, ...] = Field(
         default_factory=lambda: tuple(RouteSettings(**r) for r in STANDARD_ROUTES)

@@ -287,6 +287,7 @@ def test_registrations_beyond_the_subnet_limit_are_refused_and_signalled(
             error = r.json()["error"]
             assert error["code"] == "throttled" and error["message"]
             assert "challenge" not in error
+            assert int(r.headers["retry-after"]) >= 1
         after = post(g, CHAT, chat_body())
         assert "behaviour/registration-burst" in signals_of(g, after)
     finally:

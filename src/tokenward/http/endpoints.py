@@ -114,7 +114,9 @@ class Endpoints:
         if status == 200:
             await send_json(send, 200, orjson.dumps(answer))
         else:
-            await send_json(send, status, orjson.dumps({"error": {"type": "tokenward", **answer}}))
+            retry = answer.pop("retry_after", None)
+            extra = [(b"retry-after", str(retry).encode())] if retry is not None else None
+            await send_json(send, status, orjson.dumps({"error": {"type": "tokenward", **answer}}), extra)
 
     async def health(self, send: Send) -> None:
         try:
