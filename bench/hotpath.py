@@ -116,7 +116,7 @@ async def main() -> None:
 
     print(f"tokenward request path, {n} calls each (wall µs per call)")
     await timeit("new_request_id()", lambda i: new_request_id())
-    await timeit("read_body()", lambda i: read_body(plain_scope, receive_body, 1 << 20))
+    await timeit("read_body()", lambda i: read_body(plain_scope, receive_body, 1 << 20, 30.0))
     await timeit(
         "build_facts() incl. parse_call (orjson)",
         lambda i: build_facts(proof_scopes[i], bodies[i], route, trusted, "r", 1.0),

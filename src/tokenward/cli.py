@@ -90,7 +90,7 @@ def serve(
 
     run(
         {"policy": str(policy) if policy else None, "upstream": upstream},
-        host=host, port=port, workers=workers, log_level=log_level,
+        host=host, port=port, workers=workers, log_level=log_level, header_timeout=pol.header_timeout,
     )  # fmt: skip
 
 
@@ -124,7 +124,7 @@ def demo(
         policy_path = policy or Path(builtin)
         up_port = upstream_port or _free_port("127.0.0.1")
         upstream = f"http://127.0.0.1:{up_port}"
-        _load(policy_path, upstream)
+        pol = _load(policy_path, upstream)
         _check_port(host, port)
         proc = subprocess.Popen(
             [sys.executable, "-m", "tokenward.demo.upstream", "--host", "127.0.0.1", "--port", str(up_port)]
@@ -139,7 +139,10 @@ def demo(
             )
             from .server import serve as run
 
-            run({"policy": str(policy_path), "upstream": upstream}, host=host, port=port)
+            run(
+                {"policy": str(policy_path), "upstream": upstream},
+                host=host, port=port, header_timeout=pol.header_timeout,
+            )  # fmt: skip
         finally:
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -67,6 +67,9 @@ CODE_STATUS: dict[str, int] = {
     "bad_request": 400,
     # Not per-request refusals but still well-formed tokenward errors:
     "payload_too_large": 413,
+    "request_timeout": 408,
+    "uri_too_long": 414,
+    "headers_too_large": 431,
     "unsupported_encoding": 415,
     "not_found": 404,
     "method_not_allowed": 405,

@@ -264,6 +264,14 @@ class Policy(_Strict):
         64, ge=8, le=200, description="protected calls whose JSON body nests deeper: 400 bad_request"
     )
     max_messages: int = Field(10_000, ge=1, description="protected calls with more messages: 400 bad_request")
+    max_header_bytes: int = Field(
+        32_768, ge=4096, le=262_144, description="requests whose headers add up to more: 431 headers_too_large"
+    )
+    max_url_bytes: int = Field(8192, ge=1024, le=65_536, description="longer request targets: 414 uri_too_long")
+    header_timeout: float = Field(
+        10.0, ge=1, le=60, description="seconds to send a request's headers, and to start one on an idle connection"
+    )
+    body_timeout: float = Field(30.0, gt=0, le=600, description="seconds to send a request's body: 408 request_timeout")
     proof: ProofSettings = Field(default_factory=ProofSettings)
     routes: tuple[RouteSettings, ...] = Field(
         default_factory=lambda: tuple(RouteSettings(**r) for r in STANDARD_ROUTES)

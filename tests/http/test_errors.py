@@ -98,5 +98,5 @@ def test_refusals_never_carry_internals(gateway: GatewayProc) -> None:
     r2 = httpx.post(gateway.url + "/v1/chat/completions", content=body,
                     headers={"content-type": "application/json", "Tokenward-Proof": proof})  # fmt: skip
     assert r1.status_code == 200 and r2.status_code == 401
-    for leak in ("Traceback", "/work/", "site-packages", ".py\"", "sqlite", "redis"):
+    for leak in ("Traceback", "/work/", "site-packages", '.py"', "sqlite", "redis"):
         assert leak not in r2.text

@@ -12,7 +12,7 @@ from ..decision import Flavour
 from ..guard import DEVICE_ROUTE, Guard, new_request_id
 from ..policy import RouteSettings
 from ..store import StoreUnavailable
-from .common import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, send_error, send_json
+from .common import BodyRefused, Receive, Scope, Send, read_body, send_error, send_json
 from .gate import build_facts
 
 __all__ = ["PREFIX", "Endpoints"]
@@ -53,11 +53,9 @@ class Endpoints:
     async def challenge(self, scope: Scope, receive: Receive, send: Send) -> None:
         """§3.1: ``{"route": "/api/chat"}`` -> a fresh signed challenge for that route."""
         try:
-            body = await read_body(scope, receive, _CHALLENGE_BODY_CAP)
-        except BodyTooLarge:
-            await send_error(send, Flavour.CUSTOM, "payload_too_large", "Challenge requests are small JSON objects.")
-            return
-        except ClientGone:
+            body = await read_body(scope, receive, _CHALLENGE_BODY_CAP, self.guard.policy.body_timeout)
+        except BodyRefused as exc:
+            await send_error(send, Flavour.CUSTOM, exc.code, exc.message, close=True)
             return
         try:
             data = orjson.loads(body)
@@ -89,11 +87,9 @@ class Endpoints:
     async def device(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Register a device key (docs/protocol.md §4.2): one proved request per key."""
         try:
-            body = await read_body(scope, receive, _CHALLENGE_BODY_CAP)
-        except BodyTooLarge:
-            await send_error(send, Flavour.CUSTOM, "payload_too_large", "Device registrations are small.")
-            return
-        except ClientGone:
+            body = await read_body(scope, receive, _CHALLENGE_BODY_CAP, self.guard.policy.body_timeout)
+        except BodyRefused as exc:
+            await send_error(send, Flavour.CUSTOM, exc.code, exc.message, close=True)
             return
         try:
             data = orjson.loads(body)

@@ -17,8 +17,7 @@ from ..facts import RequestFacts, TrustedProxies, parse_call
 from ..guard import Guard, RequestOutcome, new_request_id
 from ..policy import RouteSettings
 from .common import (
-    BodyTooLarge,
-    ClientGone,
+    BodyRefused,
     Receive,
     Scope,
     Send,
@@ -36,6 +35,7 @@ Forward = Callable[
     [Scope, Receive, Send, RequestFacts, Decision, list[tuple[bytes, bytes]], RequestOutcome],
     Awaitable[None],
 ]
+
 
 def build_facts(
     scope: Scope,
@@ -97,13 +97,12 @@ class Gate:
         decided = started
         cap = guard.policy.body_cap_for(route)
         decision: Decision | None
+        close = False
         try:
-            body = await read_body(scope, receive, cap)
-        except BodyTooLarge:
-            body, decision = b"", _too_large(cap)
-        except ClientGone:
-            body, decision = b"", Decision(Action.BLOCK, "request/abandoned")
-            outcome.error = "client disconnected before sending the body"
+            body = await read_body(scope, receive, cap, guard.policy.body_timeout)
+        except BodyRefused as exc:
+            body, decision, close = b"", _unreadable(exc), True
+            outcome.error = exc.message
         else:
             decision = _encoded(scope)
         facts = build_facts(scope, body, route, guard.trusted, request_id, now)
@@ -119,7 +118,7 @@ class Gate:
             if decision.forwards:
                 await forward(scope, receive, send, facts, decision, decision_headers(request_id, decision), outcome)
             elif decision.code is not None:
-                outcome.status = await send_refusal(send, route.api, decision, request_id)
+                outcome.status = await send_refusal(send, route.api, decision, request_id, close=close)
         except Exception as exc:
             outcome.error = outcome.error or f"{type(exc).__name__}: {exc}"
             log.exception("request %s failed", request_id)
@@ -141,11 +140,16 @@ _GATEWAY_ERROR = Decision(
 )  # fmt: skip
 
 
-def _too_large(cap: int) -> Decision:
-    return Decision(
-        Action.BLOCK, "request/too_large", ("request/too_large",), code="payload_too_large",
-        message=f"The request body is larger than this endpoint accepts ({cap} bytes).",
-    )  # fmt: skip
+_UNREADABLE = {  # why a body could not be read -> the decision's name
+    "payload_too_large": "request/too_large",
+    "request_timeout": "request/slow",
+    "bad_request": "request/abandoned",  # cut short, or a chunked encoding the server could not parse
+}
+
+
+def _unreadable(exc: BodyRefused) -> Decision:
+    name = _UNREADABLE[exc.code]
+    return Decision(Action.BLOCK, name, (name,), code=exc.code, message=exc.message)
 
 
 def _encoded(scope: Scope) -> Decision | None:

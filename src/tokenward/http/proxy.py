@@ -9,7 +9,7 @@ from typing import Any
 from ..decision import Flavour
 from ..guard import Guard, RequestOutcome
 from ..watch import PolicyWatcher
-from .common import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, send_error
+from .common import BodyRefused, Receive, Scope, Send, read_body, send_error
 from .edge import admit
 from .endpoints import PREFIX, Endpoints
 from .gate import Gate, build_facts
@@ -80,11 +80,9 @@ class Gateway:
     async def pass_through(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Unprotected traffic: forwarded with the same hygiene, not logged."""
         try:
-            body = await read_body(scope, receive, self.guard.policy.max_body_bytes)
-        except BodyTooLarge:
-            await send_error(send, Flavour.CUSTOM, "payload_too_large", "The request body is too large.")
-            return
-        except ClientGone:
+            body = await read_body(scope, receive, self.guard.policy.max_body_bytes, self.guard.policy.body_timeout)
+        except BodyRefused as exc:
+            await send_error(send, Flavour.CUSTOM, exc.code, exc.message, close=True)
             return
         facts = build_facts(scope, body, None, self.guard.trusted, "-", 0.0)
         await self.upstream.forward(scope, receive, send, facts, None, [], RequestOutcome())
