@@ -117,7 +117,8 @@ def create_app() -> Any:
 def main() -> None:
     import orjson
     from granian import Granian
-    from granian.constants import Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
     p = argparse.ArgumentParser()
@@ -144,6 +145,8 @@ def main() -> None:
         log_level=LogLevels("warning"),
         log_access=False,
         backlog=2048,
+        http=HTTPModes.http1,  # as tokenward.server.serve
+        http1_settings=HTTP1Settings(header_read_timeout=10_000),
         working_dir=here,
     ).serve()
 

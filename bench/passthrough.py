@@ -129,7 +129,8 @@ def create_app() -> PassThrough:
 
 def main() -> None:
     from granian import Granian
-    from granian.constants import Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -152,6 +153,8 @@ def main() -> None:
         log_level=LogLevels("warning"),
         log_access=False,
         backlog=2048,
+        http=HTTPModes.http1,  # as tokenward.server.serve
+        http1_settings=HTTP1Settings(header_read_timeout=10_000),
         working_dir=Path(here),
     ).serve()
 
