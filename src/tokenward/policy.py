@@ -32,6 +32,7 @@ from .alerts import AlertSettings
 from .clients import ClientsSettings
 from .content import ConversationSettings, PurposeSettings, TemplateSettings
 from .decision import Flavour
+from .errors import ConfigurationError
 from .limits import BudgetSpec, LimitSpec
 from .money.prices import PriceTable
 from .proof.challenge import MAX_DIFFICULTY
@@ -74,7 +75,7 @@ class Problem:
         return f"{self.where}: {self.message}" if self.where else self.message
 
 
-class PolicyError(ValueError):
+class PolicyError(ConfigurationError):
     """A policy that cannot be used; ``problems`` lists every error found."""
 
     def __init__(self, problems: list[Problem], source: str = "policy"):

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from ..errors import ConfigurationError
 from ..evidence import Evidence, prepare_evidence
 from ..guard import Guard
 from ..log import open_log
@@ -50,7 +51,7 @@ def create_gateway(
     watch: Callable[[Guard], PolicyWatcher[Any]] | None = None,
 ) -> Gateway:
     if policy.upstream is None:
-        raise ValueError("the policy names no upstream (set upstream.url or pass --upstream)")
+        raise ConfigurationError("the policy names no upstream (set upstream.url or pass --upstream)")
     guard = Guard(
         policy,
         store=open_store(policy.store),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
+from ..errors import ConfigurationError
 from .base import Store, StoreFull, StoreMethods, StoreUnavailable
 from .memory import MemoryStore
 from .ops import (
@@ -66,18 +67,18 @@ def open_store(uri: str) -> Store:
         raw = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         unknown = set(raw) - {"max_used", "max_keys"}
         if unknown:
-            raise ValueError(f"unknown memory store option(s): {', '.join(sorted(unknown))}")
+            raise ConfigurationError(f"unknown memory store option(s): {', '.join(sorted(unknown))}")
         options: dict[str, int] = {}
         for name, value in raw.items():
             if not value.isdigit() or int(value) < 1:
-                raise ValueError(f"memory store option {name} must be a positive integer, got {value!r}")
+                raise ConfigurationError(f"memory store option {name} must be a positive integer, got {value!r}")
             options[name] = int(value)
         return MemoryStore(max_used=options.get("max_used", 500_000), max_keys=options.get("max_keys", 100_000))
     if parts.scheme in _REDIS_SCHEMES:
         from .redis import open_redis_store  # redis-py is the `redis` extra
 
         return open_redis_store(uri)
-    raise ValueError(
+    raise ConfigurationError(
         f"unknown store URI scheme {parts.scheme!r}; supported: memory://, redis://, rediss://, "
         "redis+cluster://, redis+sentinel://"
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from ..errors import StoreError
 from .ops import (
     Budget,
     Commit,
@@ -27,7 +28,7 @@ from .ops import (
 __all__ = ["Store", "StoreFull", "StoreMethods", "StoreUnavailable"]
 
 
-class StoreUnavailable(RuntimeError):
+class StoreUnavailable(StoreError):
     """The backing store cannot answer; the caller applies its fail-open/closed policy."""
 
 
