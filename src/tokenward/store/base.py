@@ -39,6 +39,10 @@ class StoreFull(StoreUnavailable):
 
 @runtime_checkable
 class Store(Protocol):
+    #: Capability: the store answers in this process without waiting (``execute_now``
+    #: works), so a caller with nothing else to await need not schedule a task.
+    immediate: bool
+
     async def execute(self, ops: Sequence[Op]) -> list[Any]:
         """Run ``ops`` in order, one result per op; one round trip for remote stores.
         Raises :class:`StoreUnavailable` when the store cannot answer."""
@@ -54,6 +58,10 @@ class Store(Protocol):
 
     async def commit(self, reservation: str, actual: float) -> None: ...
 
+    def execute_now(self, ops: Sequence[Op]) -> list[Any]:
+        """``execute`` without the coroutine; only when ``immediate`` is true."""
+        ...
+
     async def ping(self) -> bool: ...
 
     async def close(self) -> None: ...
@@ -61,6 +69,11 @@ class Store(Protocol):
 
 class StoreMethods:
     """One-operation conveniences over ``execute``, shared by every backend."""
+
+    immediate = False
+
+    def execute_now(self, ops: Sequence[Op]) -> list[Any]:
+        raise NotImplementedError(f"{type(self).__name__} answers over the network: use execute()")
 
     async def execute(self, ops: Sequence[Op]) -> list[Any]:  # pragma: no cover - abstract
         raise NotImplementedError

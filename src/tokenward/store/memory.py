@@ -158,6 +158,8 @@ class MemoryStore(StoreMethods):
             Rate: self._rate,
         }
 
+    immediate = True  # nothing here waits (see Store.immediate)
+
     async def execute(self, ops: Sequence[Op]) -> list[Any]:
         return self.execute_now(ops)
 
