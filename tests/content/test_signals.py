@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tokenward.content.turns import transcript
 from tokenward.decision import Flavour
 from tokenward.signals.content import CONTENT_WEIGHTS, ContentSettings, content_signals
+from tokenward.transcript import transcript
 
 from .sdk_bodies import (
     WEATHER_TOOL_ANTHROPIC,

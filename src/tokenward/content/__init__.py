@@ -1,6 +1,5 @@
 """Reading what a request asks for: purpose fit, templates, server-held conversations.
 
-* :mod:`.turns` — one reader for every API shape (system, turns, tools, latest user text).
 * :mod:`.purpose` — purpose-fit scoring (lexical always; semantic with the optional
   ``semantic`` extra, see :mod:`.embedding`).
 * :mod:`.templates` — MinHash fingerprints of a call's fixed parts, counted across
@@ -8,11 +7,13 @@
 * :mod:`.conversations` — the ``conversation: server`` route option.
 * :mod:`.evaluate` — ``tokenward eval-content``.
 
-The agent/adapter shapes and injection heuristics are signals:
-:mod:`tokenward.signals.content`. Nothing here imports numpy or onnxruntime until a
-semantic scorer is created.
+Every part reads a call through :mod:`tokenward.transcript` (one reader for every API
+shape: system, turns, tools, latest user text; re-exported here). The agent/adapter
+shapes and injection heuristics are signals: :mod:`tokenward.signals.content`. Nothing
+here imports numpy or onnxruntime until a semantic scorer is created.
 """
 
+from ..transcript import Transcript, Turn, latest_user_text, transcript
 from .conversations import (
     HEADER as CONVERSATION_HEADER,
 )
@@ -32,7 +33,6 @@ from .conversations import (
 from .embedding import EmbeddingRuntime, EmbeddingUnavailable, runtime_status, shared_runtime
 from .purpose import PurposeResult, PurposeScorer, PurposeSettings, purpose_action, purpose_signals
 from .templates import TemplateSettings, template_keys, template_ops, template_signals
-from .turns import Transcript, Turn, latest_user_text, transcript
 
 __all__ = [
     "CONVERSATION_HEADER",

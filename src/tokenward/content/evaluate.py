@@ -44,9 +44,9 @@ import yaml
 from ..decision import Flavour, Signal
 from ..facts import LLMCall
 from ..signals.content import CONTENT_WEIGHTS, ContentSettings, content_signals
+from ..transcript import latest_user_text
 from .embedding import EmbeddingRuntime, EmbeddingUnavailable
 from .purpose import PurposeResult, PurposeScorer, PurposeSettings, purpose_signals
-from .turns import latest_user_text
 
 __all__ = ["Item", "load_items", "main", "split_of"]
 

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..decision import Signal
 from ..facts import LLMCall
 from ..store.ops import Distinct
-from .turns import Transcript, transcript
+from ..transcript import Transcript, transcript
 
 __all__ = [
     "TemplateSettings",

@@ -32,9 +32,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..content.turns import Transcript, transcript
 from ..decision import Signal
 from ..facts import LLMCall
+from ..transcript import Transcript, transcript
 
 __all__ = [
     "AGENT_MARKERS",
