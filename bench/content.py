@@ -23,7 +23,7 @@ from tokenward.content.embedding import EmbeddingRuntime, EmbeddingUnavailable
 from tokenward.content.purpose import PurposeScorer, PurposeSettings
 from tokenward.decision import Flavour
 from tokenward.facts import LLMCall
-from tokenward.signals.content import ContentSettings, content_signals
+from tokenward.signals.prompt import ContentSettings, content_signals
 
 SETTINGS = PurposeSettings(
     description=(

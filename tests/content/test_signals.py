@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tokenward.decision import Flavour
-from tokenward.signals.content import CONTENT_WEIGHTS, ContentSettings, content_signals
+from tokenward.signals.prompt import CONTENT_WEIGHTS, ContentSettings, content_signals
 from tokenward.transcript import transcript
 
 from .sdk_bodies import (
@@ -296,7 +296,7 @@ def test_importing_the_content_package_needs_no_model_runtime() -> None:
     import sys
 
     code = (
-        "import sys, tokenward.content, tokenward.signals.content, tokenward.content.evaluate;"
+        "import sys, tokenward.content, tokenward.signals.prompt, tokenward.content.evaluate;"
         "print('numpy' in sys.modules or 'onnxruntime' in sys.modules or 'tokenizers' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

@@ -9,7 +9,7 @@
 
 Every part reads a call through :mod:`tokenward.transcript` (one reader for every API
 shape: system, turns, tools, latest user text; re-exported here). The agent/adapter
-shapes and injection heuristics are signals: :mod:`tokenward.signals.content`. Nothing
+shapes and injection heuristics are signals: :mod:`tokenward.signals.prompt`. Nothing
 here imports numpy or onnxruntime until a semantic scorer is created.
 """
 

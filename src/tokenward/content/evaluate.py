@@ -43,7 +43,7 @@ import yaml
 
 from ..decision import Flavour, Signal
 from ..facts import LLMCall
-from ..signals.content import CONTENT_WEIGHTS, ContentSettings, content_signals
+from ..signals.prompt import CONTENT_WEIGHTS, ContentSettings, content_signals
 from ..transcript import latest_user_text
 from .embedding import EmbeddingRuntime, EmbeddingUnavailable
 from .purpose import PurposeResult, PurposeScorer, PurposeSettings, purpose_signals
