@@ -30,7 +30,7 @@ from tokenward.proof import KeyRing, issue_challenge, solve
 from tokenward.sdk.device import DeviceKey
 from tokenward.signals.behaviour import History, behaviour_signals
 from tokenward.signals.browser import browser_signals, parse_env
-from tokenward.signals.client import client_signals
+from tokenward.signals.http_client import client_signals
 from tokenward.signals.identity import identity_signals
 from tokenward.signals.network import CidrLists, network_signals
 from tokenward.store import MemoryStore, Put

@@ -63,7 +63,7 @@ from .scoring import RiskResult, RuleInput, risk_summary
 from .signals import ProofOutcome, proof_signals
 from .signals.behaviour import DeviceCheck, History, behaviour_signals, device_signals
 from .signals.browser import browser_signals, parse_env
-from .signals.client import client_signals
+from .signals.http_client import client_signals
 from .signals.identity import Account, IdentityStats, identity_signals, is_new_account
 from .signals.network import network_signals, subnet_of
 from .signals.prompt import content_signals

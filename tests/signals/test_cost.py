@@ -17,7 +17,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tokenward.signals.browser import BrowserSettings, browser_signals, parse_env
-from tokenward.signals.client import ClientSettings, client_signals
+from tokenward.signals.http_client import ClientSettings, client_signals
 from tokenward.signals.identity import AccountResolver, IdentitySettings, IdentityStats, identity_signals
 from tokenward.signals.network import CidrLists, NetworkSettings, network_signals, subnet_of
 

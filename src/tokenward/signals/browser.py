@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..decision import Signal
 from ..facts import LLMCall, RequestFacts
 from ..proof.challenge import ProofClaims
-from .client import chrome_major, platform_matches
+from .http_client import chrome_major, platform_matches
 
 __all__ = [
     "BROWSER_WEIGHTS",

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from tokenward.decision import Signal
 from tokenward.facts import RequestFacts
-from tokenward.signals.client import CLIENT_WEIGHTS, ClientSettings, client_signals, origin_of
+from tokenward.signals.http_client import CLIENT_WEIGHTS, ClientSettings, client_signals, origin_of
 
 from .conftest import Captured
 
