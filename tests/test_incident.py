@@ -21,10 +21,10 @@ from tests.conftest import free_port
 from tokenward.decision import Action
 from tokenward.facts import RequestFacts, parse_call
 from tokenward.guard import Guard, RequestOutcome
+from tokenward.money.spike import RouteMode
 from tokenward.money.usage import Usage
 from tokenward.policy import parse_policy
 from tokenward.proof import KeyRing, issue_challenge, solve
-from tokenward.spike import RouteMode
 from tokenward.store import MemoryStore
 
 CHAT = "/v1/chat/completions"

@@ -37,7 +37,8 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .limits import BudgetSpec, LimitSpec
+from .limits import LimitSpec
+from .money.budgets import BudgetSpec
 from .proof.signature import (
     WEB_BOT_AUTH_TAG,
     Origin,

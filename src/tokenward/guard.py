@@ -25,7 +25,6 @@ from typing import Any
 
 import orjson
 
-from .alerts import Alerter
 from .content import (
     CONVERSATION_HEADER,
     ConversationIds,
@@ -49,10 +48,13 @@ from .content import (
 from .decision import Action, Decision, Signal
 from .evidence import Evidence, prepare_evidence
 from .facts import LLMCall, RequestFacts, TrustedProxies, limits_problem
-from .limits import BudgetSpec, Keys, LimitSpec, LimitVerdict, budgets_for, limit_ops, limit_verdict
+from .limits import Keys, LimitSpec, LimitVerdict, limit_ops, limit_verdict
 from .log import DecisionLog, DecisionRecord
 from .money import TokenEstimator, bytes_estimate
+from .money.alerts import Alerter
+from .money.budgets import BudgetSpec, budgets_for
 from .money.call import CallPlan, plan_call
+from .money.spike import RouteMode, SpendBreaker, SpikeDetector, StateChange
 from .money.tokens import endpoint_of, max_output
 from .money.usage import Usage
 from .policy import Mode, Policy, RouteSettings
@@ -67,7 +69,6 @@ from .signals.http_client import client_signals
 from .signals.identity import Account, IdentityStats, identity_signals, is_new_account
 from .signals.network import network_signals, subnet_of
 from .signals.prompt import content_signals
-from .spike import RouteMode, SpendBreaker, SpikeDetector, StateChange
 from .store import (
     Cadence,
     Commit,

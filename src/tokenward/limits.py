@@ -3,20 +3,21 @@
 A limit names a key — device, account, ip, subnet, route or global — a count and a
 window. Keys are what survives IP rotation: one device rotating through 500 addresses
 is still one device, and 500 devices behind one /24 are one subnet. Every limit of a
-request is one ``Hit`` in the request's store batch.
+request is one ``Hit`` in the request's store batch. Spend budgets use the same keys:
+:mod:`tokenward.money.budgets`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .store import Budget, Hit, WindowResult
+from .store import Hit, WindowResult
 
-__all__ = ["BudgetSpec", "Keys", "LimitSpec", "LimitVerdict", "budgets_for", "limit_ops", "limit_verdict"]
+__all__ = ["KeyKind", "Keys", "LimitSpec", "LimitVerdict", "limit_ops", "limit_verdict"]
 
 KeyKind = Literal["device", "account", "ip", "subnet", "route", "global"]
 
@@ -31,21 +32,6 @@ class LimitSpec(BaseModel):
     routes: tuple[str, ...] = Field((), description="route paths it applies to; empty: all protected")
     fallback: Literal["ip", "subnet", "skip"] = Field(
         "ip", description="device/account limits: what to key by when the request has none"
-    )
-
-
-class BudgetSpec(BaseModel):
-    """A spending budget: at most ``usd`` of upstream cost per ``window`` seconds per key."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    key: KeyKind
-    usd: float = Field(gt=0, description="dollars per window")
-    window: float = Field(gt=0, le=86_400 * 31, description="seconds (fixed windows: 60, 3600, 86400...)")
-    routes: tuple[str, ...] = Field((), description="route paths it applies to; empty: all protected")
-    fallback: Literal["ip", "subnet", "skip"] = Field(
-        "ip", description="device/account budgets: what to key by when the request has none"
     )
 
 
@@ -91,21 +77,6 @@ def limit_ops(specs: Sequence[LimitSpec], keys: Keys, *, cost: float = 1.0) -> l
     return out
 
 
-def budgets_for(specs: Sequence[BudgetSpec], keys: Keys, *, tighten: float = 1.0) -> list[Budget]:
-    """The budgets a request reserves against. ``tighten`` scales device and account
-    budgets (under attack, new identities get less)."""
-    out = []
-    for spec in specs:
-        if spec.routes and keys.route not in spec.routes:
-            continue
-        value = keys.value(spec.key, spec.fallback)
-        if value is None:
-            continue
-        factor = tighten if spec.key in ("device", "account") else 1.0
-        out.append(Budget(f"bud:{spec.name}:{value}", spec.usd * factor, spec.window))
-    return out
-
-
 @dataclass(frozen=True, slots=True)
 class LimitVerdict:
     spec: LimitSpec
@@ -118,3 +89,14 @@ def limit_verdict(planned: Sequence[tuple[LimitSpec, Hit]], results: Sequence[Wi
         if not result.allowed:
             return LimitVerdict(spec, result)
     return None
+
+
+def __getattr__(name: str) -> Any:
+    # Temporary: BudgetSpec moved to tokenward.money.budgets. Only the committed policy.py
+    # still imports it from here (its import line is changed in the working tree, committed
+    # by the lead); delete this function then. Lazy, so limits does not import money.
+    if name == "BudgetSpec":
+        from .money.budgets import BudgetSpec
+
+        return BudgetSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

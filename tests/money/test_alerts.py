@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from tokenward.alerts import Alerter, AlertSettings
-from tokenward.spike import StateChange
+from tokenward.money.alerts import Alerter, AlertSettings
+from tokenward.money.spike import StateChange
 
 EVENT = StateChange("spike/under_attack", "/v1/chat/completions", 1_800_000_000.0, "requests at 1300", {"x": 1})
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 from pydantic import ValidationError
 
-from tokenward.spike import (
+from tokenward.money.spike import (
     BreakerSettings,
     RouteMode,
     SpendBreaker,

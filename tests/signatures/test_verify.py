@@ -300,7 +300,8 @@ def test_policy_and_key_file_keys_merge(client: Client) -> None:
 
 
 def test_client_limits_and_budgets() -> None:
-    from tokenward.limits import BudgetSpec, LimitSpec
+    from tokenward.limits import LimitSpec
+    from tokenward.money.budgets import BudgetSpec
 
     settings = ClientsSettings.model_validate(
         {

@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 import yaml
 from aiohttp import web
 
+from ..money.spike import SpikeSettings
 from ..policy import STANDARD_ROUTES, Policy, parse_policy, read_policy_data
-from ..spike import SpikeSettings
 
 __all__ = [
     "AlertReceiver",
