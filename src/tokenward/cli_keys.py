@@ -26,8 +26,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .clients import ClientsError, ClientsSettings, KeyFile, KeyRecord, StoreKeys, new_key
 from .proof.signature import private_key_b64url, private_key_pem
+from .trusted_clients import ClientsError, ClientsSettings, KeyFile, KeyRecord, StoreKeys, new_key
 
 __all__ = ["keys_app", "parse_duration"]
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .clients import ClientRegistry, ClientsError
 from .content import EmbeddingUnavailable, PurposeScorer, runtime_status
 from .policy import Policy, PolicyError, Problem
 from .signals.identity import AccountResolver, IdentityConfigError
 from .signals.network import CidrListError, CidrLists, load_lists
+from .trusted_clients import ClientRegistry, ClientsError
 
 __all__ = ["Evidence", "prepare_evidence"]
 

@@ -7,10 +7,10 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tokenward.clients import ClientKeySpec, ClientRegistry, ClientSpec, ClientsSettings, KeyRecord
 from tokenward.facts import RequestFacts
 from tokenward.proof.signature import public_key_b64url
 from tokenward.sdk.signing import RequestSigner
+from tokenward.trusted_clients import ClientKeySpec, ClientRegistry, ClientSpec, ClientsSettings, KeyRecord
 
 # RFC 9421 Appendix B.1.4, test-key-ed25519.
 RFC_PRIVATE_PEM = """-----BEGIN PRIVATE KEY-----

@@ -14,10 +14,10 @@ from tests.services import RedisServer, need_redis
 from typer.testing import CliRunner, Result
 
 from tokenward.cli_keys import keys_app, parse_duration
-from tokenward.clients import ClientRegistry, ClientsSettings, KeyFile, StoreKeys
 from tokenward.proof.signature import SignatureClaims, load_private_key, public_key_b64url
 from tokenward.sdk.signing import RequestSigner
 from tokenward.store import Consume, Get, open_store
+from tokenward.trusted_clients import ClientRegistry, ClientsSettings, KeyFile, StoreKeys
 
 from .helpers import BODY, JSON, URL, facts
 

@@ -28,7 +28,6 @@ from http_message_signatures.httpx2 import adapt_message
 from http_message_signatures.resolvers import MappingKeyResolver
 from tests.services import free_port
 
-from tokenward.clients import ClientKeySpec, ClientRegistry, ClientSpec, ClientsSettings
 from tokenward.demo.upstream import create_app
 from tokenward.facts import TrustedProxies
 from tokenward.http.gate import build_facts
@@ -42,6 +41,7 @@ from tokenward.sdk.signing import (
     signing_middleware,
 )
 from tokenward.store import Consume, MemoryStore
+from tokenward.trusted_clients import ClientKeySpec, ClientRegistry, ClientSpec, ClientsSettings
 
 QUESTION = "How does a signed request reach the model?"
 KEY = Ed25519PrivateKey.generate()

@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import pytest
 
-from tokenward.clients import ClientRegistry, ClientsSettings, Revocation, StoreKeys, route_allowed
 from tokenward.proof.signature import (
     SIGNATURE_CODES,
     SignatureClaims,
@@ -19,6 +18,7 @@ from tokenward.proof.signature import (
     verify_signature,
 )
 from tokenward.store import Consume, Get, MemoryStore
+from tokenward.trusted_clients import ClientRegistry, ClientsSettings, Revocation, StoreKeys, route_allowed
 
 from .helpers import BODY, JSON, NOW, URL, Client, facts, registry
 

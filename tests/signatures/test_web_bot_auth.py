@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tokenward.clients import AgentSpec, ClientRegistry, ClientsSettings, load_jwks
 from tokenward.proof.signature import (
     SignatureClaims,
     SignatureFailure,
@@ -18,6 +17,7 @@ from tokenward.proof.signature import (
     public_key_b64url,
     sign_request,
 )
+from tokenward.trusted_clients import AgentSpec, ClientRegistry, ClientsSettings, load_jwks
 
 from .helpers import Client, facts, registry
 
