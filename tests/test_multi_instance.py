@@ -125,8 +125,13 @@ def test_device_limit_holds_over_two_instances(tmp_path, demo_upstream: Upstream
 
 
 def test_key_rotation_keeps_challenges_of_the_previous_key(tmp_path, demo_upstream: Upstream) -> None:
+    # Across a restart only on a shared store: a memory store's challenges end with it
+    # (tests/proof/test_restart_replay.py; rotation without a restart: tests/proof/test_key_files.py).
+    need_redis()
+    redis = RedisServer(tmp_path / "redis").start()
     old, new = secrets.token_bytes(32), secrets.token_bytes(32)
-    gw = start_gateway(tmp_path, demo_upstream.url, {"proof": {"difficulty": 0}}, name="old", key=old)
+    store = {"store": redis.url}
+    gw = start_gateway(tmp_path, demo_upstream.url, {**store, "proof": {"difficulty": 0}}, name="old", key=old)
     body = chat_body("issued before the rotation")
     try:
         challenge = get_challenge(gw.url, CHAT)
@@ -136,9 +141,15 @@ def test_key_rotation_keeps_challenges_of_the_previous_key(tmp_path, demo_upstre
 
     keys_file = tmp_path / "keys"
     keys_file.write_text("\n".join(base64.urlsafe_b64encode(k).rstrip(b"=").decode() for k in (new, old)) + "\n")
-    rotated = start_gateway(
-        tmp_path, demo_upstream.url, {"proof": {"difficulty": 0, "keys_file": str(keys_file)}}, name="rotated"
-    )
+    keys_file.chmod(0o600)
+    try:
+        rotated = start_gateway(
+            tmp_path, demo_upstream.url, {**store, "proof": {"difficulty": 0, "keys_file": str(keys_file)}},
+            name="rotated",
+        )  # fmt: skip
+    except BaseException:
+        redis.stop()
+        raise
     try:
         headers = {"content-type": "application/json", "Tokenward-Proof": proof_header(challenge, body)}
         ok = httpx.post(rotated.url + CHAT, content=body, headers=headers)
@@ -147,6 +158,7 @@ def test_key_rotation_keeps_challenges_of_the_previous_key(tmp_path, demo_upstre
         assert fresh["challenge"][:8] != challenge["challenge"][:8]  # signed by the new key (another key id)
     finally:
         rotated.stop()
+        redis.stop()
 
 
 def test_redis_outage_fail_closed_and_fail_open_then_recovery(tmp_path, demo_upstream: Upstream) -> None:

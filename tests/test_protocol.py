@@ -111,9 +111,13 @@ def test_expired_challenge(gateway: GatewayProc) -> None:
     old = issue_challenge(ring, CHAT, 8, 120, now=time.time() - 180).to_wire()
     body = chat_body()
     assert_refused(post(gateway, CHAT, body, proof_header(old, body)), "proof_expired")
-    # The same key, issued now, is accepted: only the age differs.
+    # On the memory store a gateway accepts only challenges it signed itself: one made
+    # with its key elsewhere (or by its previous run) is refused the same way. On a shared
+    # store the same key, issued now, is accepted (tests/proof/test_restart_replay.py).
     fresh = issue_challenge(ring, CHAT, 8, 120, now=time.time()).to_wire()
-    assert post(gateway, CHAT, body, proof_header(fresh, body)).status_code == 200
+    assert_refused(post(gateway, CHAT, body, proof_header(fresh, body)), "proof_expired")
+    own = get_challenge(gateway.url, CHAT)
+    assert post(gateway, CHAT, body, proof_header(own, body)).status_code == 200
 
 
 def test_anthropic_route_refuses_in_anthropic_shape(gateway: GatewayProc) -> None:

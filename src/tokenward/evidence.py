@@ -1,4 +1,5 @@
-"""What the policy points at on disk, loaded once per policy: CIDR lists and JWT keys.
+"""What the policy points at on disk, loaded once per policy: CIDR lists, JWT keys,
+client keys and the challenge-signing key file.
 
 Loading can take seconds (a million CIDRs) and reads files, so it happens when a policy
 is loaded — at start, and in a worker thread when the policy file changes — never on
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 from .content import EmbeddingUnavailable, PurposeScorer, runtime_status
 from .policy import Policy, PolicyError, Problem
+from .proof.keys import KeyRing, KeyRingError
 from .signals.identity import AccountResolver, IdentityConfigError
 from .signals.network import CidrListError, CidrLists, load_lists
 from .trusted_clients import ClientRegistry, ClientsError
@@ -25,6 +27,7 @@ class Evidence:
     accounts: AccountResolver
     clients: ClientRegistry
     purposes: dict[str, PurposeScorer]  # route path -> its purpose scorer
+    signing_keys: KeyRing | None = None  # proof.keys_file, when the policy names one
 
 
 def prepare_evidence(policy: Policy, source: str = "policy", *, models: bool = True) -> Evidence:
@@ -49,6 +52,12 @@ def prepare_evidence(policy: Policy, source: str = "policy", *, models: bool = T
         clients = ClientRegistry.load(policy.clients, limits=policy.limits, budgets=policy.budgets)
     except (ClientsError, OSError) as exc:
         problems.append(Problem("clients", str(exc)))
+    signing_keys = None
+    if policy.proof.keys_file is not None:
+        try:
+            signing_keys = KeyRing.from_file(policy.proof.keys_file)
+        except KeyRingError as exc:
+            problems.append(Problem("proof.keys_file", str(exc)))
     purposes: dict[str, PurposeScorer] = {}
     for i, route in enumerate(policy.routes):
         if route.purpose is None or not route.protect:
@@ -67,4 +76,4 @@ def prepare_evidence(policy: Policy, source: str = "policy", *, models: bool = T
         logging.getLogger("tokenward").warning("%s", runtime_status())
     if problems:
         raise PolicyError(problems, source)
-    return Evidence(lists, accounts, clients, purposes)
+    return Evidence(lists, accounts, clients, purposes, signing_keys)

@@ -60,6 +60,7 @@ from .money.usage import Usage
 from .policy import Mode, Policy, RouteSettings
 from .proof import Challenge, KeyRing, ProofClaims, ProofFailure, issue_challenge, verify_proof
 from .proof.device import DeviceClaim, DeviceKeys, device_id, load_public_key, parse_device_header_unverified
+from .proof.scope import ConsumptionScope
 from .proof.signature import SignatureClaims, SignatureFailure, signature_failure
 from .scoring import RiskResult, RuleInput, risk_summary
 from .signals import ProofOutcome, proof_signals
@@ -194,7 +195,10 @@ class Guard:
         self.evidence = evidence if evidence is not None else prepare_evidence(policy)
         self.trusted = TrustedProxies(policy.trusted_proxies)
         self.store = store
-        self.keys = keys
+        # Challenges and signatures are accepted only within the memory that remembers
+        # their use (proof/scope.py): a memory store's lifetime, or forever on a shared one.
+        self.scope = ConsumptionScope.of(store, clock())
+        self.keys = keys.scoped(self.scope.epoch)
         self.log = log
         self.clock = clock
         self.devices = DeviceKeys()
@@ -212,6 +216,8 @@ class Guard:
         The store, the log and the upstream are fixed at start (a restart changes them).
         ``evidence`` comes from :func:`prepare_evidence` (blocking: call it off the loop)."""
         self.evidence = evidence if evidence is not None else prepare_evidence(policy)
+        if self.evidence.signing_keys is not None:  # proof.keys_file, re-read with the policy
+            self.keys = self.evidence.signing_keys.scoped(self.scope.epoch)
         self.trusted = TrustedProxies(policy.trusted_proxies)
         if policy.spike != self.policy.spike:
             self.spike = SpikeDetector(policy.spike)
@@ -560,6 +566,8 @@ class Guard:
             except StoreUnavailable as exc:
                 return self._unavailable(exc)
         signed = clients.verify(facts, now=now)
+        if isinstance(signed, SignatureClaims):
+            signed = self.scope.admit(signed)
         if isinstance(signed, SignatureFailure):
             return self._signature_refusal(signed)
         if signed is not None and signed.key.kind != "client":

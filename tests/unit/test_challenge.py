@@ -404,6 +404,7 @@ def test_key_ring_from_file_skips_comments_and_blank_lines(tmp_path: Path) -> No
     new, old = b"n" * 32, b"o" * 32
     path = tmp_path / "keys"
     path.write_text(f"# rotated 2025-01-01\n\n{encode(new)}\n  # the old key, drop later\n{encode(old)}\n")
+    path.chmod(0o600)  # key files readable by others are refused
     ring = KeyRing.from_file(path)
     assert ring.signing.secret == new
     assert ring.get(Key.from_secret(old).kid) is not None

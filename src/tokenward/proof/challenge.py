@@ -8,6 +8,14 @@ A challenge token is opaque to clients. Inside (before base64url):
 As in Fernet, the MAC is checked in constant time before any claim is read; functions
 that look at unverified bytes say so in their name, and ``now`` is always passed in.
 Single use is *not* decided here: the guard consumes ``challenge_id`` in the Store.
+
+A ring scoped to an epoch (``KeyRing.scoped``: the lifetime of a memory store) signs
+version-2 tokens, whose 32-byte MAC is two 16-byte HMAC-SHA256 tags: one over the head
+alone, one over the epoch and the head. A token whose first tag verifies but whose
+second does not was signed with our key under another epoch (before a restart, or by
+another process): it is ``proof_expired``, like a challenge that outlived its lifetime,
+and the client solves the fresh challenge the refusal carries. Unscoped rings (a shared,
+persistent store) sign and accept version 1 only, unchanged.
 """
 
 from __future__ import annotations
@@ -39,7 +47,9 @@ __all__ = [
 
 PROOF_VERSION = 1
 MAX_DIFFICULTY = 40  # 2^40 hashes is days of browser time: anything above is a config error
-_TOKEN_VERSION = 1
+_TOKEN_VERSION = 1  # one HMAC-SHA256 over the head: valid wherever the key is held
+_SCOPED_VERSION = 2  # two 16-byte tags, the second binding the ring's epoch
+_TAG = 16
 _HEAD = struct.Struct(">B4sQIB16s16s")  # version, kid, issued_at_ms, ttl_ms, difficulty, ...
 _MAC_SIZE = 32
 _TOKEN_SIZE = _HEAD.size + _MAC_SIZE
@@ -97,8 +107,9 @@ def issue_challenge(keys: KeyRing, route: str, difficulty: int, ttl: float, now:
     issued_ms = int(now * 1000)
     ttl_ms = int(ttl * 1000)
     cid = secrets.token_bytes(16)
-    head = _HEAD.pack(_TOKEN_VERSION, key.kid, issued_ms, ttl_ms, difficulty, route_tag(route), cid)
-    mac = hmac.new(key.secret, head, hashlib.sha256).digest()
+    version = _TOKEN_VERSION if keys.epoch is None else _SCOPED_VERSION
+    head = _HEAD.pack(version, key.kid, issued_ms, ttl_ms, difficulty, route_tag(route), cid)
+    mac = _mac(key.secret, head, keys.epoch)
     token = base64.urlsafe_b64encode(head + mac).rstrip(b"=").decode()
     return Challenge(
         token=token,
@@ -107,6 +118,34 @@ def issue_challenge(keys: KeyRing, route: str, difficulty: int, ttl: float, now:
         expires_at=(issued_ms + ttl_ms) / 1000,
         challenge_id=cid,
     )
+
+
+def _mac(secret: bytes, head: bytes, epoch: bytes | None) -> bytes:
+    if epoch is None:
+        return hmac.new(secret, head, hashlib.sha256).digest()
+    own = hmac.new(secret, head, hashlib.sha256).digest()[:_TAG]
+    return own + hmac.new(secret, b"tokenward/epoch\x00" + epoch + head, hashlib.sha256).digest()[:_TAG]
+
+
+def _check_mac(secret: bytes, head: bytes, mac: bytes, epoch: bytes | None) -> ProofFailure | None:
+    """None when the token is ours and valid under ``epoch``; else why not. The key's
+    own tag is checked first, so only a token signed with our key learns anything more
+    than "does not verify"."""
+    version = head[0]
+    if version == _TOKEN_VERSION:
+        ours = hmac.compare_digest(mac, hmac.new(secret, head, hashlib.sha256).digest())
+        scoped_ok = ours and epoch is None
+    else:
+        ours = hmac.compare_digest(mac[:_TAG], hmac.new(secret, head, hashlib.sha256).digest()[:_TAG])
+        scoped_ok = ours and epoch is not None and hmac.compare_digest(mac, _mac(secret, head, epoch))
+    if not ours:
+        return ProofFailure("proof_invalid", "The challenge signature does not verify.")
+    if not scoped_ok:
+        return ProofFailure(
+            "proof_expired",
+            "The challenge was issued before this gateway restarted (or by another instance); solve a fresh one.",
+        )
+    return None
 
 
 def proof_hash(challenge: str, body_sha: bytes, signals_sha: bytes, nonce: int) -> bytes:
@@ -155,12 +194,15 @@ def verify_proof(
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError):
         return ProofFailure("proof_invalid", "The challenge is not valid base64url.")
-    if len(raw) != _TOKEN_SIZE or raw[0] != _TOKEN_VERSION:
+    if len(raw) != _TOKEN_SIZE or raw[0] not in (_TOKEN_VERSION, _SCOPED_VERSION):
         return ProofFailure("proof_invalid", "The challenge is not one this server issued.")
     head, mac = raw[: _HEAD.size], raw[_HEAD.size :]
     key = keys.get(raw[1 : 1 + KEY_ID_SIZE])
-    if key is None or not hmac.compare_digest(mac, hmac.new(key.secret, head, hashlib.sha256).digest()):
+    if key is None:
         return ProofFailure("proof_invalid", "The challenge signature does not verify.")
+    bad = _check_mac(key.secret, head, mac, keys.epoch)
+    if bad is not None:
+        return bad
     _, kid, issued_ms, ttl_ms, difficulty, tag, cid = _HEAD.unpack(head)
     expires_at = (issued_ms + ttl_ms) / 1000
     if now >= expires_at:
