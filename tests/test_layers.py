@@ -11,8 +11,8 @@ functions (deliberately lazy) and under ``if TYPE_CHECKING:`` (never run). Two v
   (``tokenward.content.purpose`` -> ``content``, ``tokenward.guard`` -> ``guard``): a
   cycle here is two areas of the code that each need the other.
 
-A cycle listed in ``ALLOWED_*`` is known and owed to the guard restructuring (issue 13);
-any other cycle fails with its path spelled out. Empty the sets as the cycles go.
+A cycle listed in ``ALLOWED_*`` is tolerated (none is today); any other cycle fails with
+one concrete loop spelled out (``a -> b -> a``).
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "src"
 ROOT = "tokenward"
 
-# Known cycles, each as the sorted tuple of its members (modules or units). They all pass
-# through the guard or the policy, which the lead restructures into guard/ (issue 13):
-# remove an entry when its cycle is gone (the test fails on entries no longer present).
+# Known cycles, each as the sorted tuple of its members (modules or units), e.g.
+# ("tokenward.guard", "tokenward.policy") or ("content", "signals"). Empty since the call
+# reader moved out of content/ (content/turns.py -> transcript.py, issue 13): keep them
+# empty. An entry whose cycle is gone fails the test, so the sets never go stale.
 ALLOWED_MODULE_CYCLES: frozenset[tuple[str, ...]] = frozenset()
 ALLOWED_UNIT_CYCLES: frozenset[tuple[str, ...]] = frozenset()
 
