@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -89,14 +89,3 @@ def limit_verdict(planned: Sequence[tuple[LimitSpec, Hit]], results: Sequence[Wi
         if not result.allowed:
             return LimitVerdict(spec, result)
     return None
-
-
-def __getattr__(name: str) -> Any:
-    # Temporary: BudgetSpec moved to tokenward.money.budgets. Only the committed policy.py
-    # still imports it from here (its import line is changed in the working tree, committed
-    # by the lead); delete this function then. Lazy, so limits does not import money.
-    if name == "BudgetSpec":
-        from .money.budgets import BudgetSpec
-
-        return BudgetSpec
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

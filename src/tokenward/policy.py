@@ -28,22 +28,23 @@ from pydantic import (
     field_validator,
 )
 
-from .alerts import AlertSettings
-from .clients import ClientsSettings
 from .content import ConversationSettings, PurposeSettings, TemplateSettings
 from .decision import Flavour
 from .errors import ConfigurationError
-from .limits import BudgetSpec, LimitSpec
+from .limits import LimitSpec
+from .money.alerts import AlertSettings
+from .money.budgets import BudgetSpec
 from .money.prices import PriceTable
+from .money.spike import BreakerSettings, SpikeSettings
 from .proof.challenge import MAX_DIFFICULTY
 from .scoring import DEFAULT_THRESHOLDS, RiskEngine, Rule, Threshold, check_cidrs
 from .signals.behaviour import BehaviourSettings
 from .signals.browser import BrowserSettings
-from .signals.client import ClientSettings
-from .signals.content import ContentSettings
+from .signals.http_client import ClientSettings
 from .signals.identity import IdentitySettings
 from .signals.network import NetworkSettings
-from .spike import BreakerSettings, SpikeSettings
+from .signals.prompt import ContentSettings
+from .trusted_clients import ClientsSettings
 
 __all__ = [
     "STANDARD_ROUTES",

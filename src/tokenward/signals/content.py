@@ -1,9 +1,0 @@
-"""Temporary alias: this module is now :mod:`tokenward.signals.prompt`.
-
-Only so that the committed ``policy.py`` keeps importing until its import line (changed in
-the working tree, committed by the lead) lands; then delete this file.
-"""
-
-from .prompt import ContentSettings
-
-__all__ = ["ContentSettings"]
