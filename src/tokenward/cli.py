@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .policy import Mode, Policy, PolicyError, load_policy
-from .proof.keys import encode_key
+from .policy import Mode, Policy, PolicyError, Problem, load_policy
+from .proof.keys import KeyRing, KeyRingError, encode_key, write_key_file
 
 app = typer.Typer(
     help="tokenward: per-request proof and abuse gateway for paid AI endpoints.",
@@ -31,7 +31,7 @@ app = typer.Typer(
 log_app = typer.Typer(help="Read the decision log.", no_args_is_help=True)
 app.add_typer(log_app, name="log")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # paths and problems stay on one line
 
 PolicyOpt = Annotated[Path | None, typer.Option("--policy", "-p", help="policy YAML file (default: built-in)")]
 
@@ -48,6 +48,27 @@ def _load(policy: Path | None, upstream: str | None = None, *, evidence: bool = 
     except PolicyError as exc:
         err.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(2) from None
+
+
+def _key_files_problem(pol: Policy) -> str | None:
+    """What keeps the gateway from loading its keys, as one line (None: nothing). The
+    server loads them in its worker process, where a problem would be a traceback."""
+    from .trusted_clients import ClientsError, KeyFile
+
+    try:
+        if pol.proof.keys_file is not None:
+            KeyRing.from_file(pol.proof.keys_file)
+        else:
+            KeyRing.from_env()
+    except KeyRingError as exc:
+        where = "proof.keys_file" if pol.proof.keys_file is not None else "TOKENWARD_KEYS"
+        return f"{where}: {exc}"
+    if pol.clients.keys_file is not None:
+        try:
+            KeyFile(pol.clients.keys_file).load()
+        except (ClientsError, ValueError) as exc:  # a file that is not text is a ValueError
+            return f"clients.keys_file: {exc}"
+    return None
 
 
 def _check_port(host: str, port: int) -> None:
@@ -74,6 +95,12 @@ def serve(
     log_level: Annotated[str, typer.Option(help="server log level")] = "warning",
 ) -> None:
     """Run the gateway in front of an upstream LLM endpoint."""
+    problem = _key_files_problem(_load(policy, upstream))
+    if problem is not None:
+        err.print(
+            f"cannot serve {policy or 'the default policy'}: {problem}", style="red", markup=False, highlight=False
+        )
+        raise typer.Exit(2)
     pol = _load(policy, upstream, evidence=True)
     if pol.upstream is None:
         err.print("[red]no upstream: pass --upstream URL or set upstream.url in the policy[/red]")
@@ -156,7 +183,12 @@ def check_policy(
     file: Annotated[Path, typer.Argument(help="policy YAML file")],
 ) -> None:
     """Validate a policy and print what it protects. Exit code 2 when it is invalid."""
-    pol = _load(file, evidence=True)
+    pol = _load(file, evidence=True)  # reads the key files it names too
+    if pol.proof.keys_file is None:  # keys from the environment: as serve will read them
+        problem = _key_files_problem(pol)
+        if problem is not None:
+            err.print(str(PolicyError([Problem("", problem)], str(file))), style="red", markup=False, highlight=False)
+            raise typer.Exit(2)
     table = Table(title=f"{file}: valid", show_lines=False)
     for col in ("route", "api", "protected", "methods", "difficulty", "ttl s", "mode", "body cap"):
         table.add_column(col)
@@ -316,9 +348,35 @@ def eval_content(ctx: typer.Context) -> None:
 
 
 @app.command()
-def keygen() -> None:
-    """Print a new challenge-signing key (for proof.keys_file or TOKENWARD_KEYS)."""
-    sys.stdout.write(encode_key(secrets.token_bytes(32)) + "\n")
+def keygen(
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="write it to this key file (mode 0600), before the keys already in it"),
+    ] = None,
+) -> None:
+    """Make a new challenge-signing key: printed (for TOKENWARD_KEYS), or put first in a
+    key file for proof.keys_file (--out; the older keys stay, to verify until dropped)."""
+    secret = secrets.token_bytes(32)
+    if out is None:
+        sys.stdout.write(encode_key(secret) + "\n")
+        return
+    older: list[bytes] = []
+    if out.exists():
+        try:
+            older = [k.secret for k in KeyRing.from_file(out).keys]
+        except KeyRingError as exc:
+            err.print(f"{exc}; nothing written", style="red", markup=False, highlight=False)
+            raise typer.Exit(2) from None
+    try:
+        write_key_file(out, [secret, *older])
+    except OSError as exc:
+        err.print(f"cannot write {out}: {exc.strerror}", style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    err.print(
+        f"{'Added a new signing key to' if older else 'Wrote a new signing key to'} {out} (mode 0600"
+        + (f"; {len(older)} older key(s) kept after it)" if older else ")"),
+        markup=False, highlight=False,
+    )  # fmt: skip
 
 
 def main() -> None:

@@ -306,7 +306,7 @@ def revoke(
     _run(keys, work)
     err.print(f"Revoked {keyid} in {keys.where}.")
     if isinstance(keys, _FileKeys):
-        err.print("Gateways reading this key file refuse it once they reload the file.")
+        err.print("Gateways reading this key file refuse it within a couple of seconds (they watch the file).")
 
 
 @keys_app.command("rotate")

@@ -89,9 +89,14 @@ def test_check_policy_on_a_good_file_lists_the_routes() -> None:
 
 
 def test_check_policy_on_the_full_file_shows_settings_but_no_secret(
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    result = invoke("check-policy", POLICIES / "good" / "full.yaml", monkeypatch=monkeypatch)
+    # check-policy reads the key file the policy names: give it one (0600, as keygen --out writes).
+    keys = tmp_path / "keys"
+    assert invoke("keygen", "--out", keys, monkeypatch=monkeypatch).exit_code == 0
+    full = tmp_path / "full.yaml"
+    full.write_text((POLICIES / "good" / "full.yaml").read_text().replace("/etc/tokenward/keys", str(keys)))
+    result = invoke("check-policy", full, monkeypatch=monkeypatch)
     assert result.exit_code == 0, result.stderr
     assert "https://llm.example.com" in result.stdout
     assert "10.0.0.0/8" in result.stdout
