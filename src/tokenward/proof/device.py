@@ -13,7 +13,7 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -74,6 +74,8 @@ def load_public_key(spki_der: bytes) -> ec.EllipticCurvePublicKey | str:
         return "the public key is too large"
     try:
         key = serialization.load_der_public_key(spki_der)
+    except UnsupportedAlgorithm:  # a well-formed SPKI of an algorithm nobody asked for
+        return "the public key must be ECDSA P-256"
     except (ValueError, TypeError):
         return "the public key is not a DER SubjectPublicKeyInfo"
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
