@@ -26,7 +26,7 @@ farms) that return proofs without pacing them.
 from __future__ import annotations
 
 import binascii
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -227,7 +227,8 @@ def parse_env(header_value: str | None) -> BrowserEnv | str | None:
     return _env_from(data)
 
 
-def _env_from(d: Mapping[str, Any]) -> BrowserEnv:
+def _scalar_fields(d: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The scalar fields of a report (attribute -> value) and the wire keys of wrongly typed ones."""
     invalid: list[str] = []
     f: dict[str, Any] = {}
     for key, attr, types, max_len in _SCALARS:
@@ -238,75 +239,94 @@ def _env_from(d: Mapping[str, Any]) -> BrowserEnv:
             invalid.append(key)
         else:
             f[attr] = value[:max_len] if max_len else value
+    return f, invalid
+
+
+def _ua_data(uad: dict[str, Any]) -> tuple[tuple[tuple[str, str], ...] | None, bool | None, str | None]:
+    """brands (None: not sent as a list), mobile, platform of ``navigator.userAgentData``."""
+    brands = uad.get("brands")
+    mobile = uad.get("mobile")
+    platform = uad.get("platform")
+    return (
+        tuple([(str(b.get("brand"))[:64], str(b.get("version"))[:32]) for b in brands[:8] if type(b) is dict])
+        if type(brands) is list
+        else None,
+        mobile if type(mobile) is bool else None,
+        platform[:64] if type(platform) is str else None,
+    )
+
+
+def _webgl(gl: Any) -> tuple[str | None, str | None] | None:
+    """(vendor, renderer) of the gl field; JSON null (no WebGL) is (None, None); None: not an object."""
+    if gl is None:
+        return None, None
+    if type(gl) is not dict:
+        return None
+    vendor, renderer = gl.get("vendor"), gl.get("renderer")
+    return (vendor[:200] if type(vendor) is str else None, renderer[:300] if type(renderer) is str else None)
+
+
+def _input_evidence(inp: Any) -> InputEvidence | None:
+    """None: not an object of integers (or nulls)."""
+    if type(inp) is not dict:
+        return None
+    nums = [inp.get(k) for k in _INPUT_KEYS]
+    if not all([v is None or type(v) is int for v in nums]):
+        return None
+    keys, pastes, pasted_chars, chars, focus_ms = nums
+    return InputEvidence(keys or 0, pastes or 0, pasted_chars or 0, chars, focus_ms)
+
+
+def _prev_solve(prev: Any) -> PrevSolve | None:
+    """None: not an object with a numeric ``ms`` and an integer ``hashes``."""
+    if type(prev) is not dict:
+        return None
+    ms, hashes, workers, difficulty = prev.get("ms"), prev.get("hashes"), prev.get("workers"), prev.get("difficulty")
+    # isinstance narrows for the type checker; the exact type tests exclude bool.
+    if not (isinstance(ms, int | float) and isinstance(hashes, int) and _is_num(ms) and _is_int(hashes)):
+        return None
+    return PrevSolve(
+        float(ms), hashes, workers if _is_int(workers) else None, difficulty if _is_int(difficulty) else None
+    )
+
+
+# Structured fields after uad and gl, in the order their problems are listed in ``invalid``:
+# wire key -> (attribute, reader); a reader returns None for a value of the wrong shape.
+_STRUCTURED: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
+    # Plain lambdas, not functools.partial: a partial with keywords costs ~0.5 µs a call.
+    ("scr", "screen", lambda v: _num_tuple(v, 6)),
+    ("vp", "viewport", lambda v: _num_tuple(v, 4)),
+    ("langs", "languages", lambda v: _str_tuple(v, 35)),
+    ("hl", "headless_markers", lambda v: _str_tuple(v, 40)),
+    ("input", "input", _input_evidence),
+    ("prev", "prev", _prev_solve),
+)
+
+
+def _env_from(d: Mapping[str, Any]) -> BrowserEnv:
+    f, invalid = _scalar_fields(d)
     uad = d.get("uad")
     if type(uad) is dict:
-        brands = uad.get("brands")
-        if type(brands) is list:
-            f["brands"] = tuple(
-                [(str(b.get("brand"))[:64], str(b.get("version"))[:32]) for b in brands[:8] if type(b) is dict]
-            )
-        mobile = uad.get("mobile")
-        f["mobile"] = mobile if type(mobile) is bool else None
-        platform = uad.get("platform")
-        f["platform"] = platform[:64] if type(platform) is str else None
+        brands, f["mobile"], f["platform"] = _ua_data(uad)
+        if brands is not None:
+            f["brands"] = brands
     elif uad is not None:
         invalid.append("uad")
     if "gl" in d:
-        gl = d["gl"]
+        gl = _webgl(d["gl"])
         if gl is None:
-            f["gl_present"] = True
-        elif type(gl) is dict:
-            f["gl_present"] = True
-            vendor, renderer = gl.get("vendor"), gl.get("renderer")
-            f["gl_vendor"] = vendor[:200] if type(vendor) is str else None
-            f["gl_renderer"] = renderer[:300] if type(renderer) is str else None
-        else:
             invalid.append("gl")
-    for key, attr, size in (("scr", "screen", 6), ("vp", "viewport", 4)):
+        else:
+            f["gl_present"] = True
+            f["gl_vendor"], f["gl_renderer"] = gl
+    for key, attr, read in _STRUCTURED:
         value = d.get(key)
         if value is not None:
-            seq = _num_tuple(value, size)
-            if seq is None:
+            parsed = read(value)
+            if parsed is None:
                 invalid.append(key)
             else:
-                f[attr] = seq
-    for key, attr, max_len in (("langs", "languages", 35), ("hl", "headless_markers", 40)):
-        value = d.get(key)
-        if value is not None:
-            strs = _str_tuple(value, max_len)
-            if strs is None:
-                invalid.append(key)
-            else:
-                f[attr] = strs
-    inp = d.get("input")
-    if type(inp) is dict:
-        nums = [inp.get(k) for k in _INPUT_KEYS]
-        keys, pastes, pasted_chars, chars, focus_ms = nums
-        if all([v is None or type(v) is int for v in nums]):
-            f["input"] = InputEvidence(keys or 0, pastes or 0, pasted_chars or 0, chars, focus_ms)
-        else:
-            invalid.append("input")
-    elif inp is not None:
-        invalid.append("input")
-    prev = d.get("prev")
-    if type(prev) is dict:
-        ms, hashes, workers, difficulty = (
-            prev.get("ms"),
-            prev.get("hashes"),
-            prev.get("workers"),
-            prev.get("difficulty"),
-        )
-        if isinstance(ms, int | float) and isinstance(hashes, int) and _is_num(ms) and _is_int(hashes):
-            f["prev"] = PrevSolve(
-                float(ms),
-                hashes,
-                workers if _is_int(workers) else None,
-                difficulty if _is_int(difficulty) else None,
-            )
-        else:
-            invalid.append("prev")
-    elif prev is not None:
-        invalid.append("prev")
+                f[attr] = parsed
     if invalid:
         f["invalid"] = tuple(invalid)
     return BrowserEnv(**f)
@@ -421,6 +441,82 @@ def _ua_reasons(env: BrowserEnv, header_ua: str | None) -> list[str]:
     return reasons
 
 
+def _solve_too_fast(proof: ProofClaims, cfg: BrowserSettings, now: float) -> Signal | None:
+    hashes = proof.nonce + 1  # the SDK returns the smallest nonce: all below were tried
+    if hashes < cfg.min_hashes_for_timing:
+        return None
+    age = now - proof.issued_at
+    min_age = hashes / cfg.max_browser_hash_rate
+    if age + cfg.clock_tolerance < min_age:
+        return Signal(
+            "browser/solve-too-fast",
+            _W["browser/solve-too-fast"],
+            {
+                "nonce": proof.nonce,
+                "difficulty": proof.difficulty,
+                "age_ms": round(age * 1000, 1),
+                "min_ms": round(min_age * 1000, 1),
+                "rate": round(hashes / age) if age > 0 else None,
+            },
+        )
+    return None
+
+
+def _headless_evidence(env: BrowserEnv, header_ua: str | None) -> list[str]:
+    """The report's headless markers, deduplicated, led by ``ua-headless`` when either user agent says so."""
+    markers = list(dict.fromkeys(env.headless_markers))
+    if "ua-headless" not in markers and (
+        (header_ua and "HeadlessChrome" in header_ua) or (env.ua and "HeadlessChrome" in env.ua)
+    ):
+        markers.insert(0, "ua-headless")
+    return markers[:8]
+
+
+def _webgl_signal(env: BrowserEnv) -> Signal | None:
+    """No WebGL at all, or a software renderer (headless and VM browsers)."""
+    if not env.gl_present:
+        return None
+    if env.gl_renderer is None and env.gl_vendor is None:
+        return Signal("browser/no-webgl", _W["browser/no-webgl"], {})
+    renderer = (env.gl_renderer or "").lower()
+    if any(s in renderer for s in _SOFTWARE_RENDERERS):
+        evidence = {"renderer": (env.gl_renderer or "")[:120]}
+        return Signal("browser/software-renderer", _W["browser/software-renderer"], evidence)
+    return None
+
+
+def _prev_solve_too_fast(prev: PrevSolve, cfg: BrowserSettings) -> Signal | None:
+    """The page's own report of its previous solve claims a rate no browser reaches."""
+    if prev.hashes < cfg.min_hashes_for_timing:
+        return None
+    # +1 ms: pages report whole milliseconds.
+    if prev.hashes / ((max(prev.ms, 0.0) + 1) / 1000) > cfg.max_browser_hash_rate:
+        return Signal(
+            "browser/prev-solve-too-fast",
+            _W["browser/prev-solve-too-fast"],
+            {"ms": prev.ms, "hashes": prev.hashes, "workers": prev.workers},
+        )
+    return None
+
+
+def _no_input(inp: InputEvidence | None, call: LLMCall | None, cfg: BrowserSettings) -> Signal | None:
+    """A long prompt with too few keystrokes and pasted characters behind it."""
+    chars = inp.chars if inp is not None and inp.chars is not None else prompt_chars(call)
+    if chars is None or chars < cfg.min_prompt_chars:
+        return None
+    if inp is None:
+        if cfg.expect_input:
+            return Signal("browser/no-input", _W["browser/no-input"], {"chars": chars, "reported": False})
+        return None
+    if inp.keys + inp.pasted_chars < chars * cfg.min_typed_share:
+        return Signal(
+            "browser/no-input",
+            _W["browser/no-input"],
+            {"chars": chars, "keys": inp.keys, "pastes": inp.pastes, "pasted_chars": inp.pasted_chars},
+        )
+    return None
+
+
 def browser_signals(
     env: BrowserEnv | str | None,
     facts: RequestFacts,
@@ -440,35 +536,17 @@ def browser_signals(
     if not browser_route:
         return []
     out: list[Signal] = []
-    headers = facts.headers
-    header_ua = headers.get("user-agent")
+    header_ua = facts.headers.get("user-agent")
+    if proof is not None and (signal := _solve_too_fast(proof, cfg, now)) is not None:
+        out.append(signal)
 
-    if proof is not None:
-        hashes = proof.nonce + 1  # the SDK returns the smallest nonce: all below were tried
-        age = now - proof.issued_at
-        if hashes >= cfg.min_hashes_for_timing and age + cfg.clock_tolerance < hashes / cfg.max_browser_hash_rate:
-            out.append(
-                Signal(
-                    "browser/solve-too-fast",
-                    _W["browser/solve-too-fast"],
-                    {
-                        "nonce": proof.nonce,
-                        "difficulty": proof.difficulty,
-                        "age_ms": round(age * 1000, 1),
-                        "min_ms": round(hashes / cfg.max_browser_hash_rate * 1000, 1),
-                        "rate": round(hashes / age) if age > 0 else None,
-                    },
-                )
-            )
-
-    if header_ua and "HeadlessChrome" in header_ua and not isinstance(env, BrowserEnv):
-        out.append(Signal("browser/headless", _W["browser/headless"], {"markers": ["ua-headless"]}))
-
-    if env is None:
-        out.append(Signal("browser/no-signals", _W["browser/no-signals"], {}))
-        return out
-    if isinstance(env, str):
-        out.append(Signal("browser/signals-malformed", _W["browser/signals-malformed"], {"problem": env}))
+    if not isinstance(env, BrowserEnv):  # no report to check: say so (and what the header shows)
+        if header_ua and "HeadlessChrome" in header_ua:
+            out.append(Signal("browser/headless", _W["browser/headless"], {"markers": ["ua-headless"]}))
+        if env is None:
+            out.append(Signal("browser/no-signals", _W["browser/no-signals"], {}))
+        else:
+            out.append(Signal("browser/signals-malformed", _W["browser/signals-malformed"], {"problem": env}))
         return out
 
     if env.invalid:
@@ -477,68 +555,21 @@ def browser_signals(
         )
     if env.webdriver:
         out.append(Signal("browser/webdriver", _W["browser/webdriver"], {}))
-    markers = list(dict.fromkeys(env.headless_markers))
-    if "ua-headless" not in markers and (
-        (header_ua and "HeadlessChrome" in header_ua) or (env.ua and "HeadlessChrome" in env.ua)
-    ):
-        markers.insert(0, "ua-headless")
-    if markers:
-        out.append(Signal("browser/headless", _W["browser/headless"], {"markers": markers[:8]}))
-    reasons = _ua_reasons(env, header_ua)
-    if reasons:
+    if markers := _headless_evidence(env, header_ua):
+        out.append(Signal("browser/headless", _W["browser/headless"], {"markers": markers}))
+    if reasons := _ua_reasons(env, header_ua):
         out.append(Signal("browser/ua-mismatch", _W["browser/ua-mismatch"], {"reasons": reasons}))
-    if env.gl_present:
-        if env.gl_renderer is None and env.gl_vendor is None:
-            out.append(Signal("browser/no-webgl", _W["browser/no-webgl"], {}))
-        else:
-            renderer = (env.gl_renderer or "").lower()
-            if any(s in renderer for s in _SOFTWARE_RENDERERS):
-                out.append(
-                    Signal(
-                        "browser/software-renderer",
-                        _W["browser/software-renderer"],
-                        {"renderer": (env.gl_renderer or "")[:120]},
-                    )
-                )
-    reasons = _screen_reasons(env)
-    if reasons:
-        out.append(
-            Signal(
-                "browser/screen-odd",
-                _W["browser/screen-odd"],
-                {"reasons": reasons, "screen": env.screen, "viewport": env.viewport},
-            )
-        )
-    reasons = _locale_reasons(env, headers, now)
-    if reasons:
+    if (signal := _webgl_signal(env)) is not None:
+        out.append(signal)
+    if reasons := _screen_reasons(env):
+        evidence = {"reasons": reasons, "screen": env.screen, "viewport": env.viewport}
+        out.append(Signal("browser/screen-odd", _W["browser/screen-odd"], evidence))
+    if reasons := _locale_reasons(env, facts.headers, now):
         out.append(Signal("browser/locale-odd", _W["browser/locale-odd"], {"reasons": reasons}))
     if env.hardware_concurrency is None or env.hardware_concurrency <= 0:
         out.append(Signal("browser/hardware-odd", _W["browser/hardware-odd"], {"hc": env.hardware_concurrency}))
-
-    prev = env.prev
-    if prev is not None and prev.hashes >= cfg.min_hashes_for_timing:
-        # +1 ms: pages report whole milliseconds.
-        if prev.hashes / ((max(prev.ms, 0.0) + 1) / 1000) > cfg.max_browser_hash_rate:
-            out.append(
-                Signal(
-                    "browser/prev-solve-too-fast",
-                    _W["browser/prev-solve-too-fast"],
-                    {"ms": prev.ms, "hashes": prev.hashes, "workers": prev.workers},
-                )
-            )
-
-    inp = env.input
-    chars = inp.chars if inp is not None and inp.chars is not None else prompt_chars(facts.call)
-    if chars is not None and chars >= cfg.min_prompt_chars:
-        if inp is None:
-            if cfg.expect_input:
-                out.append(Signal("browser/no-input", _W["browser/no-input"], {"chars": chars, "reported": False}))
-        elif inp.keys + inp.pasted_chars < chars * cfg.min_typed_share:
-            out.append(
-                Signal(
-                    "browser/no-input",
-                    _W["browser/no-input"],
-                    {"chars": chars, "keys": inp.keys, "pastes": inp.pastes, "pasted_chars": inp.pasted_chars},
-                )
-            )
+    if env.prev is not None and (signal := _prev_solve_too_fast(env.prev, cfg)) is not None:
+        out.append(signal)
+    if (signal := _no_input(env.input, facts.call, cfg)) is not None:
+        out.append(signal)
     return out

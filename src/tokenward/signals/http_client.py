@@ -370,6 +370,43 @@ def _hints_mismatch(ua: str, major: int | None, headers: Mapping[str, str]) -> l
     return reasons
 
 
+def _sdk_headers(headers: Mapping[str, str]) -> list[str]:
+    """Headers only API SDKs send (``x-stainless-*``, ``anthropic-version``...), sorted."""
+    return sorted(n for n in headers if n.startswith("x-stainless-") or n in _SDK_HEADER_NAMES)
+
+
+def _agent_signal(ua: str, profile: _UAProfile) -> Signal | None:
+    """A browser route called with no user agent, an SDK's or a tool's, or anything not a browser's."""
+    if not ua:
+        return Signal("client/no-user-agent", _W["client/no-user-agent"], {})
+    if profile.tool is not None:
+        name = "client/sdk-agent" if profile.sdk else "client/tool-agent"
+        return Signal(name, _W[name], {"tool": profile.tool, "ua": ua[:120]})
+    if not profile.browser:
+        return Signal("client/not-a-browser", _W["client/not-a-browser"], {"ua": ua[:120]})
+    return None
+
+
+def _tls_tool_signal(tls_fp: str, cfg: ClientSettings) -> Signal | None:
+    hit = _fingerprint_in(tls_fp, cfg.known_tool_fingerprints)
+    if hit is None:
+        return None
+    tool = cfg.known_tool_fingerprints[hit]
+    return Signal("client/tls-tool", _W["client/tls-tool"], {"fingerprint": tls_fp, "tool": tool})
+
+
+def _missing_fetch_metadata(site: str | None, mode: str | None, dest: str | None) -> list[str]:
+    if site is not None and mode is not None and dest is not None:
+        return []
+    return [n for n, v in (("sec-fetch-site", site), ("sec-fetch-mode", mode), ("sec-fetch-dest", dest)) if v is None]
+
+
+def _not_a_page_fetch(site: str | None, mode: str | None, dest: str | None) -> bool:
+    """A page's fetch() is mode cors/same-origin, dest empty; navigate/document is a page
+    load (what curl_cffi's Chrome impersonation sends by default)."""
+    return mode == "navigate" or site == "none" or (dest is not None and dest != "empty")
+
+
 def client_signals(
     facts: RequestFacts,
     cfg: ClientSettings,
@@ -388,75 +425,41 @@ def client_signals(
     out: list[Signal] = []
     ua = headers.get("user-agent", "").strip()
     profile = _ua_profile(ua)
-
-    if browser_route:
-        sdk_headers = sorted(n for n in headers if n.startswith("x-stainless-") or n in _SDK_HEADER_NAMES)
-        if sdk_headers:
-            out.append(Signal("client/sdk-header", _W["client/sdk-header"], {"headers": sdk_headers[:8]}))
-        if not ua:
-            out.append(Signal("client/no-user-agent", _W["client/no-user-agent"], {}))
-        elif profile.tool is not None:
-            name = "client/sdk-agent" if profile.sdk else "client/tool-agent"
-            out.append(Signal(name, _W[name], {"tool": profile.tool, "ua": ua[:120]}))
-        elif not profile.browser:
-            out.append(Signal("client/not-a-browser", _W["client/not-a-browser"], {"ua": ua[:120]}))
-
     origin = origin_of(headers)
-    if browser_route and origin is not None and not _origin_allowed(origin, cfg, headers.get("host")):
-        out.append(Signal("client/origin-mismatch", _W["client/origin-mismatch"], {"origin": origin[:200]}))
+    tls_fp = headers.get(cfg.tls_header) if cfg.tls_header is not None and via_trusted_proxy else None
 
-    tls_fp = None
-    if cfg.tls_header is not None and via_trusted_proxy:
-        tls_fp = headers.get(cfg.tls_header)
-        if tls_fp is not None and browser_route:
-            hit = _fingerprint_in(tls_fp, cfg.known_tool_fingerprints)
-            if hit is not None:
-                tool = cfg.known_tool_fingerprints[hit]
-                out.append(Signal("client/tls-tool", _W["client/tls-tool"], {"fingerprint": tls_fp, "tool": tool}))
-
+    # ---- which program? (browser routes only) ------------------------------------------
+    if browser_route:
+        if sdk_headers := _sdk_headers(headers):
+            out.append(Signal("client/sdk-header", _W["client/sdk-header"], {"headers": sdk_headers[:8]}))
+        if (signal := _agent_signal(ua, profile)) is not None:
+            out.append(signal)
+        if origin is not None and not _origin_allowed(origin, cfg, headers.get("host")):
+            out.append(Signal("client/origin-mismatch", _W["client/origin-mismatch"], {"origin": origin[:200]}))
+        if tls_fp is not None and (signal := _tls_tool_signal(tls_fp, cfg)) is not None:
+            out.append(signal)
     if not profile.browser:
         return out
 
     # ---- a browser is claimed: check that it looks like one ----------------------------
     major = profile.chrome
     secure = _secure_context(origin, cfg)
-
-    reasons = _hints_mismatch(ua, major, headers)
-    if reasons:
+    if reasons := _hints_mismatch(ua, major, headers):
         out.append(Signal("client/ua-hints-mismatch", _W["client/ua-hints-mismatch"], {"reasons": reasons}))
     if major is not None and major >= _MIN_CHROME_HINTS and secure and "sec-ch-ua" not in headers:
         out.append(Signal("client/ua-no-client-hints", _W["client/ua-no-client-hints"], {"chrome": major}))
-
-    fetch_metadata_expected = secure and profile.fetch_metadata
-    site = headers.get("sec-fetch-site")
-    mode = headers.get("sec-fetch-mode")
-    dest = headers.get("sec-fetch-dest")
-    if fetch_metadata_expected:
-        missing = [
-            n for n, v in (("sec-fetch-site", site), ("sec-fetch-mode", mode), ("sec-fetch-dest", dest)) if v is None
-        ]
-        if missing:
-            out.append(
-                Signal("client/fetch-metadata-missing", _W["client/fetch-metadata-missing"], {"missing": missing})
-            )
-    # A page's fetch() is mode cors/same-origin, dest empty; navigate/document is a
-    # page load (what curl_cffi's Chrome impersonation sends by default).
-    if mode == "navigate" or site == "none" or (dest is not None and dest != "empty"):
-        out.append(
-            Signal(
-                "client/fetch-metadata-mismatch",
-                _W["client/fetch-metadata-mismatch"],
-                {"site": site, "mode": mode, "dest": dest},
-            )
-        )
+    site, mode, dest = headers.get("sec-fetch-site"), headers.get("sec-fetch-mode"), headers.get("sec-fetch-dest")
+    if secure and profile.fetch_metadata and (missing := _missing_fetch_metadata(site, mode, dest)):
+        out.append(Signal("client/fetch-metadata-missing", _W["client/fetch-metadata-missing"], {"missing": missing}))
+    if _not_a_page_fetch(site, mode, dest):
+        evidence = {"site": site, "mode": mode, "dest": dest}
+        out.append(Signal("client/fetch-metadata-mismatch", _W["client/fetch-metadata-mismatch"], evidence))
     if "accept-language" not in headers:
         out.append(Signal("client/no-accept-language", _W["client/no-accept-language"], {}))
     if browser_route and origin is None and facts.method not in _NO_BODY_METHODS:
         out.append(Signal("client/origin-missing", _W["client/origin-missing"], {"method": facts.method}))
-    if major is not None and cfg.header_order:
-        violation = _order_violation(facts.headers)
-        if violation is not None:
-            out.append(Signal("client/header-order", _W["client/header-order"], {"rule": violation}))
+    if major is not None and cfg.header_order and (violation := _order_violation(headers)) is not None:
+        out.append(Signal("client/header-order", _W["client/header-order"], {"rule": violation}))
     if major is not None and tls_fp is not None and cfg.browser_fingerprints:
         if _fingerprint_in(tls_fp, cfg.browser_fingerprints) is None:
             out.append(Signal("client/tls-not-browser", _W["client/tls-not-browser"], {"fingerprint": tls_fp}))
