@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import secrets
 import threading
-from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
@@ -29,8 +25,6 @@ from tokenward.log.postgres import (  # noqa: E402
     open_postgres_log,
     read_recent,
 )
-
-ADMIN_DSN = os.environ.get("TOKENWARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def make_record(i: int, **overrides: Any) -> DecisionRecord:
@@ -67,33 +61,6 @@ def _later_fields(given: dict[str, Any]) -> dict[str, Any]:
         if f.name not in values and f.name in sqlite_log.COLUMNS and f.default is None and kind in _SAMPLES:
             values[f.name] = _SAMPLES[kind]
     return values
-
-
-@pytest.fixture(scope="session")
-def database() -> Iterator[str]:
-    try:
-        admin = psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not reachable at {ADMIN_DSN}: {exc}")
-        pytest.skip(f"PostgreSQL is not reachable at {ADMIN_DSN}")
-    name = f"tokenward_test_{os.getpid()}_{secrets.token_hex(4)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = ADMIN_DSN.rpartition("/")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
-@pytest.fixture
-def dsn(database: str) -> str:
-    """A DSN whose tables land in a schema of this test's own."""
-    schema = f"t_{secrets.token_hex(6)}"
-    with psycopg.connect(database, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    return f"{database}?options={quote(f'-csearch_path={schema}')}"
 
 
 def count(dsn: str) -> int:
@@ -276,7 +243,7 @@ def test_read_recent_without_a_table_is_file_not_found(dsn: str) -> None:
 async def test_the_log_uri_with_options_works_everywhere(dsn: str) -> None:
     uri = dsn.replace("postgresql://", "postgres://") + "&batch=7&flush_interval=0.5&max_queue=99"
     log = open_postgres_log(uri)
-    assert (log._batch, log._interval, log._queue.maxsize) == (7, 0.5, 99)
+    assert (log._batch, log._interval, log._max_queue) == (7, 0.5, 99)
     assert "batch" not in log.dsn and "search_path" in log.dsn
     init_schema(uri)  # what `tokenward db init` runs with the policy's log URI
     await log.start()

@@ -18,6 +18,7 @@ from ..guard import Guard, RequestOutcome, new_request_id
 from ..policy import RouteSettings
 from .common import (
     BodyRefused,
+    Message,
     Receive,
     Scope,
     Send,
@@ -115,6 +116,8 @@ class Gate:
                     log.exception("request %s could not be judged", request_id)
                     decision = _GATEWAY_ERROR
             decided = time.perf_counter()
+            if getattr(guard.log, "journaled", False):
+                send = _journal_first(send, guard, facts, decision, outcome, (decided - started) * 1000, started)
             if decision.forwards:
                 await forward(scope, receive, send, facts, decision, decision_headers(request_id, decision), outcome)
             elif decision.code is not None:
@@ -131,6 +134,25 @@ class Gate:
                 facts, decision, outcome,
                 decision_ms=(decided - started) * 1000, total_ms=(elapsed - started) * 1000,
             )  # fmt: skip
+
+
+def _journal_first(
+    send: Send, guard: Guard, facts: RequestFacts, decision: Decision, outcome: RequestOutcome,
+    decision_ms: float, started: float,
+) -> Send:  # fmt: skip
+    """Journal the decision just before its response starts, so that a gateway killed
+    after answering still logs it (docs/operations.md, "Durability of the decision log").
+    The record made when the request ends (guard.finish) supersedes this one."""
+    ahead = guard.log.ahead  # type: ignore[union-attr]
+
+    async def journaled(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            outcome.status = outcome.status or message["status"]
+            with ahead():
+                guard.record(facts, decision, outcome, decision_ms, (time.perf_counter() - started) * 1000)
+        await send(message)
+
+    return journaled
 
 
 # Fail closed, in the protocol's shape, without a word about the cause (that is logged).

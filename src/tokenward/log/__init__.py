@@ -7,12 +7,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from .base import DecisionLog, DecisionRecord
+from .journal import journal_dir
 from .sqlite import SQLiteLog, read_recent, sqlite_path, sqlite_runner
 
 __all__ = ["DecisionLog", "DecisionRecord", "SQLiteLog", "open_log", "read_recent", "recent", "runner"]
 
 
-_SQLITE_OPTIONS = {"batch": int, "flush_interval": float, "max_queue": int}
+_SQLITE_OPTIONS = {"batch": int, "flush_interval": float, "max_queue": int, "journal": str, "journal_max": int}
 
 
 def recent(uri: str, limit: int = 20) -> list[dict[str, Any]]:
@@ -34,15 +35,26 @@ def runner(uri: str) -> Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]:
 
 
 def open_log(uri: str) -> DecisionLog:
-    """``sqlite:///PATH[?batch=512&flush_interval=0.05&max_queue=100000]``."""
+    """``sqlite:///PATH[?batch=512&flush_interval=0.05&max_queue=100000&journal=DIR&journal_max=BYTES]``.
+
+    The journal (docs/operations.md, "Durability of the decision log") is ``PATH.journal.d``
+    beside the database unless ``journal=DIR`` (or ``journal=off``) says otherwise.
+    """
     if uri.startswith("sqlite:"):
         path, _, query = uri.partition("?")
-        options = {}
-        for name, values in parse_qs(query).items():
+        db = sqlite_path(path)
+        options: dict[str, Any] = {}
+        for name, values in parse_qs(query, keep_blank_values=True).items():
             if name not in _SQLITE_OPTIONS:
                 raise ValueError(f"unknown sqlite log option {name!r} in {uri!r}")
-            options[name] = _SQLITE_OPTIONS[name](values[-1])
-        return SQLiteLog(sqlite_path(path), **options)
+            try:
+                options[name] = _SQLITE_OPTIONS[name](values[-1])
+            except ValueError:
+                raise ValueError(f"decision log option {name} has an unusable value {values[-1]!r}") from None
+            if name != "journal" and options[name] <= 0:
+                raise ValueError(f"decision log option {name} must be positive, got {values[-1]!r}")
+        options["journal"] = journal_dir(options.get("journal"), f"{db}.journal.d")
+        return SQLiteLog(db, **options)
     if uri.startswith(("postgresql:", "postgres:")):
         from .postgres import open_postgres_log  # psycopg is the `postgres` extra
 

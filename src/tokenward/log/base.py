@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["DecisionLog", "DecisionRecord"]
+__all__ = ["DecisionLog", "DecisionRecord", "clean"]
 
 
 @dataclass(slots=True)
@@ -42,7 +42,8 @@ class DecisionRecord:
 
 class DecisionLog(Protocol):
     def record(self, rec: DecisionRecord) -> None:
-        """Queue one record; never blocks on I/O in the common case."""
+        """Queue one record; never blocks on I/O in the common case. Called once per
+        request, after it ended."""
         ...
 
     async def start(self) -> None: ...
@@ -50,3 +51,15 @@ class DecisionLog(Protocol):
     async def close(self) -> None:
         """Write everything queued, then release resources."""
         ...
+
+
+def clean(value: Any) -> Any:
+    """What a database or JSON encoder cannot store, replaced: NUL characters (PostgreSQL's
+    text and jsonb refuse them) and unpaired surrogates (not UTF-8)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    if isinstance(value, dict):
+        return {clean(str(k)): clean(v) for k, v in value.items()}
+    return value

@@ -1,12 +1,14 @@
 """PostgreSQL decision log: one writer thread, batched COPY, drained on close.
 
-It behaves like :class:`~tokenward.log.sqlite.SQLiteLog`: :meth:`PostgresLog.record` is a
-queue put on the request path; a thread owns the connection and writes batches with
+It behaves like :class:`~tokenward.log.sqlite.SQLiteLog` (both are
+:class:`~tokenward.log.writer.BatchedLog`): :meth:`PostgresLog.record` is a journal append
+and a queue put on the request path; a thread owns the connection and writes batches with
 ``COPY``, one transaction each; :meth:`PostgresLog.close` writes everything queued. When
 PostgreSQL is unreachable the writer keeps the batch and retries with backoff, so a
-restart or failover loses nothing; meanwhile the queue fills and :meth:`record` blocks
-(backpressure) rather than drop a decision. Delivery is at least once: a batch whose
-commit reply was lost is written again.
+restart or failover loses nothing; meanwhile the queue and the journal fill and
+:meth:`record` waits (backpressure) rather than drop a decision. At close, what it still
+cannot write after ``close_timeout`` stays in the journal for the next start. Delivery is
+at least once: a batch whose commit reply was lost is written again.
 
 The table has the same columns as the SQLite log (JSON columns are ``jsonb``); its column
 types follow :class:`~tokenward.log.base.DecisionRecord`, and columns added to the record
@@ -15,15 +17,13 @@ later are added to an existing table on start (nullable), as the SQLite log does
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
-import queue
 import random
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -40,13 +40,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from .base import DecisionRecord
+from .base import clean as clean_value
+from .journal import PG_JOURNAL, journal_dir
 from .sqlite import COLUMNS
+from .writer import BatchedLog
 
 __all__ = ["PostgresLog", "init_schema", "mask_dsn", "open_postgres_log", "read_recent", "split_uri"]
 
 log = logging.getLogger("tokenward.log")
 
-_STOP = object()
 _TABLE = "decisions"
 _LOCK_ID = 0x746F6B656E77  # "tokenw": serializes schema changes between gateways starting together
 
@@ -101,23 +103,11 @@ def _row(rec: DecisionRecord, clean: bool = False) -> tuple[Any, ...]:
     for name in COLUMNS:
         value = getattr(rec, name)
         if clean:
-            value = _clean(value)
+            value = clean_value(value)  # only for a record that failed as it was
         if name in _JSON and value is not None:
             value = orjson.dumps(value, default=str).decode()
         values.append(value)
     return tuple(values)
-
-
-def _clean(value: Any) -> Any:
-    """What PostgreSQL cannot store, replaced: NUL characters (text and jsonb refuse them)
-    and unpaired surrogates (not UTF-8). Used only for a record that failed as it was."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, dict):
-        return {_clean(str(k)): _clean(v) for k, v in value.items()}
-    return value
 
 
 def _connect(dsn: str) -> psycopg.Connection[Any]:
@@ -160,104 +150,55 @@ def init_schema(uri: str) -> None:
         _ensure_schema(conn)
 
 
-class PostgresLog:
-    """Queue decisions from the event loop; a writer thread COPYs them in batches.
+class PostgresLog(BatchedLog):
+    """Decisions from the event loop, COPYed in batches by a writer thread.
 
-    ``batch``, ``flush_interval`` and ``max_queue`` mean what they mean for the SQLite
-    log. ``close_timeout`` bounds how long :meth:`close` keeps retrying when PostgreSQL
-    is unreachable at shutdown; records still unwritten then are counted in ``lost`` and
-    logged as an error.
+    ``batch``, ``flush_interval``, ``max_queue``, ``journal`` and ``journal_max`` mean
+    what they mean for the SQLite log. ``close_timeout`` bounds how long :meth:`close`
+    keeps retrying when PostgreSQL is unreachable at shutdown; records still unwritten
+    then stay in the journal (``unwritten``) or, without a journal, are counted in
+    ``lost``; either way the gateway's log says so.
     """
+
+    _open_errors = (psycopg.Error, OSError)
 
     def __init__(
         self, dsn: str, *, batch: int = 512, flush_interval: float = 0.05, max_queue: int = 100_000,
-        close_timeout: float = 30.0,
+        close_timeout: float = 30.0, journal: str | Path | None = None, journal_max: int = 64 << 20,
     ):  # fmt: skip
+        super().__init__(
+            batch=batch, flush_interval=flush_interval, max_queue=max_queue, journal=journal,
+            journal_max=journal_max, close_timeout=close_timeout,
+        )  # fmt: skip
         self.dsn = dsn
-        self._batch = batch
-        self._interval = flush_interval
-        self._close_timeout = close_timeout
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._give_up_at: float | None = None  # set by close(): stop retrying after this
-        self.written = 0
-        self.lost = 0
 
     def __repr__(self) -> str:
         return f"PostgresLog({mask_dsn(self.dsn)})"
 
-    async def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name="tokenward-log-pg", daemon=True)
-        self._thread.start()
-        await asyncio.to_thread(self._ready.wait)
-        if self._error is not None:
-            self._thread = None
-            raise RuntimeError(f"cannot open decision log {mask_dsn(self.dsn)}: {self._error}")
-
-    def record(self, rec: DecisionRecord) -> None:
-        try:
-            self._queue.put_nowait(rec)
-        except queue.Full:
-            log.warning("decision log writer is behind; applying backpressure")
-            self._queue.put(rec)
-
-    async def close(self) -> None:
-        if self._thread is None:
-            return
-        self._give_up_at = time.monotonic() + self._close_timeout
-        self._queue.put(_STOP)
-        await asyncio.to_thread(self._thread.join)
-        self._thread = None
+    def _name(self) -> str:
+        return mask_dsn(self.dsn)
 
     # -- the writer thread ------------------------------------------------------------------
-    def _run(self) -> None:
-        conn: _Conn
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = _connect(self.dsn)
         try:
-            conn = _connect(self.dsn)
             _ensure_schema(conn)
-        except (psycopg.Error, OSError) as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        stopping = False
-        while not stopping:
-            # Block for the first record, then gather more for up to flush_interval (or
-            # until the batch is full): one COPY and one transaction per batch.
-            item = self._queue.get()
-            batch: list[DecisionRecord] = []
-            deadline = time.monotonic() + self._interval
-            while True:
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
-                remaining = deadline - time.monotonic()
-                if len(batch) >= self._batch or remaining <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
-            if batch:
-                conn = self._write(conn, batch)
-        # Records made during shutdown, after the stop marker.
-        rest = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not _STOP:
-                rest.append(item)
-        for start in range(0, len(rest), self._batch):
-            conn = self._write(conn, rest[start : start + self._batch])
-        if conn is not None:
+        except BaseException:
             conn.close()
+            raise
+        return conn
+
+    def _existing(self, conn: _Conn, request_ids: list[str]) -> tuple[_Conn, set[str]]:
+        try:
+            conn = self._usable(conn)
+            rows = conn.execute(
+                sql.SQL("SELECT request_id FROM {} WHERE request_id = ANY(%s)").format(sql.Identifier(_TABLE)),
+                (request_ids,),
+            ).fetchall()
+        except _SERVER_ERRORS:
+            _close(conn)
+            raise
+        return conn, {row[0] for row in rows}
 
     def _write(self, conn: _Conn, batch: list[DecisionRecord]) -> _Conn:
         """Write one batch with COPY; on a bad record, one by one. Returns the connection
@@ -321,8 +262,16 @@ class PostgresLog:
 
     def _wait_to_retry(self, attempt: int, exc: BaseException, pending: int) -> bool:
         if self._give_up_at is not None and time.monotonic() > self._give_up_at:
-            self.lost += pending
-            log.error("decision log: PostgreSQL unreachable at shutdown, %d decisions lost: %s", pending, exc)
+            self._gave_up = True
+            if self._journal is not None:
+                self.unwritten += pending
+                log.error(
+                    "decision log: PostgreSQL unreachable at shutdown, %d decisions left in the journal %s"
+                    " (the next start writes them): %s", pending, self._journal.directory, exc,
+                )  # fmt: skip
+            else:
+                self.lost += pending
+                log.error("decision log: PostgreSQL unreachable at shutdown, %d decisions lost: %s", pending, exc)
             return False
         pause = min(5.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0)
         log.warning("decision log write failed (%s); retrying in %.2fs", exc, pause)
@@ -330,7 +279,7 @@ class PostgresLog:
         return True
 
 
-_Conn: TypeAlias = psycopg.Connection[Any] | None
+_Conn: TypeAlias = psycopg.Connection[Any] | None  # None: to be reopened
 # A record PostgreSQL cannot take as it is (NUL characters, unpaired surrogates, a value
 # of the wrong type). Any other error is the server's or the connection's: retried.
 _DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError, TypeError, ValueError)
@@ -368,16 +317,22 @@ def read_recent(uri: str, limit: int = 20) -> Iterator[dict[str, Any]]:
     yield from rows
 
 
-_OPTIONS = {"batch": int, "flush_interval": float, "max_queue": int, "close_timeout": float}
+_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "batch": int, "flush_interval": float, "max_queue": int, "close_timeout": float, "journal": str,
+    "journal_max": int,
+}  # fmt: skip
 
 
 def open_postgres_log(uri: str) -> PostgresLog:
     """``postgresql://[user[:password]@]host[:port]/db[?batch=512&flush_interval=0.05&max_queue=100000&close_timeout=30]``.
 
+    ``journal=DIR`` is where decisions are journaled before they are written (default
+    ``./tokenward-journal.d``; ``journal=off``: none), ``journal_max=BYTES`` its cap.
     ``postgres://`` works too. Every other query parameter (``sslmode``,
     ``application_name``, ``options``...) is passed to libpq as it is.
     """
     dsn, options = split_uri(uri)
+    options["journal"] = journal_dir(options.get("journal"), PG_JOURNAL)
     return PostgresLog(dsn, **options)
 
 
@@ -394,7 +349,7 @@ def split_uri(uri: str) -> tuple[str, dict[str, Any]]:
                 options[name] = _OPTIONS[name](value)
             except ValueError:
                 raise ValueError(f"decision log option {name} has an unusable value {value!r}") from None
-            if options[name] <= 0:
+            if name != "journal" and options[name] <= 0:
                 raise ValueError(f"decision log option {name} must be positive, got {value!r}")
         else:
             rest.append((name, value))

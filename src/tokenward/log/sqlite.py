@@ -1,17 +1,14 @@
 """SQLite decision log: WAL, one writer thread, batched inserts, drained on close.
 
 A thread (not the event loop) owns the connection: sqlite3 calls block, and the request
-path must only pay for a queue put.
+path must only pay for a journal append and a queue put (:mod:`.writer`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ from typing import Any
 import orjson
 
 from .base import DecisionRecord
+from .writer import BatchedLog
 
 __all__ = ["COLUMNS", "SQLiteLog", "read_recent"]
 
@@ -86,60 +84,24 @@ def sqlite_path(uri: str) -> Path:
     return Path(uri[len("sqlite:///") :])
 
 
-class SQLiteLog:
-    """Queue decisions from the event loop; a writer thread inserts them in batches.
+class SQLiteLog(BatchedLog):
+    """Decisions from the event loop, inserted in batches by a writer thread
+    (:class:`~tokenward.log.writer.BatchedLog`), journaled first when ``journal`` is set."""
 
-    ``max_queue`` bounds memory. When the writer falls that far behind, :meth:`record`
-    blocks until there is room: the log slows the gateway down rather than lose a
-    decision.
-    """
+    _open_errors = (sqlite3.Error, OSError)
 
     def __init__(
         self, path: str | Path, *, batch: int = 512, flush_interval: float = 0.05,
-        max_queue: int = 100_000,
+        max_queue: int = 100_000, journal: str | Path | None = None, journal_max: int = 64 << 20,
     ):  # fmt: skip
+        super().__init__(
+            batch=batch, flush_interval=flush_interval, max_queue=max_queue,
+            journal=journal, journal_max=journal_max,
+        )  # fmt: skip
         self.path = Path(path)
-        self._batch = batch
-        self._interval = flush_interval
-        self._max_queue = max_queue
-        # A deque, not a queue.Queue: appending is one atomic operation that wakes no
-        # thread, so the request path does not hand the GIL to the writer per decision.
-        self._pending: deque[DecisionRecord] = deque()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self.written = 0
 
-    async def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="tokenward-log", daemon=True)
-        self._thread.start()
-        await asyncio.to_thread(self._ready.wait)
-        if self._error is not None:
-            raise RuntimeError(f"cannot open decision log {self.path}: {self._error}")
-
-    def record(self, rec: DecisionRecord) -> None:
-        pending = self._pending
-        pending.append(rec)
-        if len(pending) >= self._batch:
-            self._wake.set()
-        if len(pending) > self._max_queue and self._thread is not None:
-            log.warning("decision log writer is behind; applying backpressure")
-            while len(pending) > self._max_queue // 2 and self._thread is not None and self._thread.is_alive():
-                self._wake.set()
-                time.sleep(0.005)
-
-    async def close(self) -> None:
-        if self._thread is None:
-            return
-        self._stopping = True
-        self._wake.set()
-        await asyncio.to_thread(self._thread.join)
-        self._thread = None
+    def _name(self) -> str:
+        return str(self.path)
 
     def _connect(self) -> sqlite3.Connection:
         if self.path.parent != Path(""):
@@ -155,38 +117,13 @@ class SQLiteLog:
                 conn.execute(f"ALTER TABLE decisions ADD COLUMN {column} TEXT")
         return conn
 
-    def _run(self) -> None:
-        try:
-            conn = self._connect()
-        except (sqlite3.Error, OSError) as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        pending = self._pending
-        while True:
-            # Wake every flush_interval (or when a batch is full, or to stop), then write
-            # what is pending in batches: one transaction per batch, not per decision.
-            self._wake.wait(self._interval)
-            self._wake.clear()
-            stopping = self._stopping
-            while pending:
-                batch = [pending.popleft() for _ in range(min(self._batch, len(pending)))]
-                try:
-                    self._write(conn, batch)
-                except Exception:  # the writer must outlive any one bad batch
-                    log.exception("decision log writer error")
-            if stopping:
-                break
-        conn.close()
-
-    def _write(self, conn: sqlite3.Connection, batch: list[DecisionRecord]) -> None:
+    def _write(self, conn: sqlite3.Connection, batch: list[DecisionRecord]) -> sqlite3.Connection:
         for attempt in range(5):
             try:
                 with conn:
                     conn.executemany(_INSERT, [_row(r) for r in batch])
                 self.written += len(batch)
-                return
+                return conn
             except sqlite3.OperationalError as exc:  # e.g. locked by a reader: retry
                 log.warning("decision log write failed (%s), retry %d", exc, attempt + 1)
                 time.sleep(0.05 * (attempt + 1))
@@ -198,7 +135,17 @@ class SQLiteLog:
                     conn.execute(_INSERT, _row(rec))
                 self.written += 1
             except (sqlite3.Error, TypeError, ValueError) as exc:
+                self.lost += 1
                 log.error("decision log: cannot write decision %s: %s", rec.request_id, exc)
+        return conn
+
+    def _existing(self, conn: sqlite3.Connection, request_ids: list[str]) -> tuple[sqlite3.Connection, set[str]]:
+        found: set[str] = set()
+        for start in range(0, len(request_ids), 500):  # under SQLite's bound on parameters
+            part = request_ids[start : start + 500]
+            sql = f"SELECT request_id FROM decisions WHERE request_id IN ({', '.join('?' * len(part))})"
+            found.update(row[0] for row in conn.execute(sql, part))
+        return conn, found
 
 
 def sqlite_runner(path: str | Path) -> Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]:
