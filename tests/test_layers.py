@@ -169,7 +169,7 @@ def _report(g: Mapping[str, set[str]], found: list[list[str]], allowed: frozense
 
 def test_the_graph_sees_tokenward() -> None:
     g = graph()
-    assert "tokenward.guard" in g and "tokenward.policy" in g["tokenward.guard"]
+    assert "tokenward.guard.pipeline" in g and "tokenward.policy" in g["tokenward.guard.pipeline"]
     assert "tokenward.store" in g["tokenward.store.memory"] or "tokenward.store.base" in g["tokenward.store.memory"]
 
 
@@ -190,3 +190,24 @@ def test_a_cycle_is_found_and_named() -> None:
     assert cycles(g) == [["a", "b", "c"]]
     assert _report(g, cycles(g), frozenset()) == "new import cycle among a, b, c: a -> b -> c -> a"
     assert _report(g, cycles(g), frozenset({("a", "b", "c")})) == ""
+
+
+GUARD_STAGES = (
+    "base", "plan", "challenges", "devices", "conversations", "decide", "signed_requests", "families", "settle",
+    "pipeline",
+)  # fmt: skip
+
+
+def test_the_guard_stages_are_layered_in_pipeline_order() -> None:
+    """A stage imports only the stages before it (base first, the pipeline last), so a
+    newcomer can read the guard from the bottom up."""
+    g = graph()
+    stages = {f"tokenward.guard.{s}" for s in GUARD_STAGES}
+    assert stages <= set(g), sorted(stages - set(g))
+    upward = [
+        f"{a} imports {b}"
+        for i, a in enumerate(GUARD_STAGES)
+        for b in GUARD_STAGES[i + 1 :]
+        if f"tokenward.guard.{b}" in g[f"tokenward.guard.{a}"]
+    ]
+    assert not upward, upward

@@ -14,6 +14,7 @@ __all__ = [
     "Action",
     "Decision",
     "Flavour",
+    "FollowUp",
     "Signal",
     "refusal_body",
 ]
@@ -91,6 +92,22 @@ CODE_STATUS: dict[str, int] = {
 
 
 @dataclass(frozen=True, slots=True)
+class FollowUp:
+    """The work a decision leaves for the HTTP layer and for after the response: the call
+    to forward, the server-held conversation to continue, and what to settle in the store."""
+
+    settle: tuple[Any, ...] = ()  # store operations to run once the response is over
+    reservation: str | None = None  # the budget hold to commit at the exact cost
+    reserved_usd: float = 0.0
+    model: str | None = None  # the model the call is priced as
+    call: Any = None  # money.call.CallPlan: what to send upstream and how to read its usage
+    conversation: Any = None  # (id, user text, upstream body) of a server-held conversation
+
+
+NO_FOLLOW_UP = FollowUp()
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The guard's verdict on one request.
 
@@ -112,13 +129,8 @@ class Decision:
     shadow: bool = False
     proof: Mapping[str, Any] | None = None
     risk: Mapping[str, Any] | None = None  # score, contributions, rule, threshold (for the log)
-    settle: tuple[Any, ...] = ()  # store operations to run once the response is over
-    reservation: str | None = None  # the budget hold to commit at the exact cost
-    reserved_usd: float = 0.0
-    model: str | None = None  # the model the call is priced as
     degrade: Mapping[str, Any] | None = None  # {"max_tokens": int | None, "model": str | None}
-    call: Any = None  # money.call.CallPlan: what to send upstream and how to read its usage
-    conversation: Any = None  # (id, user text, upstream body) of a server-held conversation
+    work: FollowUp = NO_FOLLOW_UP  # what the gateway still has to do for this request
 
     @property
     def forwards(self) -> bool:

@@ -293,7 +293,13 @@ async def test_a_gateway_that_forgot_the_key_says_so_and_the_page_registers_agai
     try:
         await type_and_send(page, "Hello after the restart")
         await answers(page, 2)
-        forgotten = (await rec.wait(2))[1]
+        after = (await rec.wait(2))[1:]
+        # A challenge the page fetched before the restart belongs to the old memory store:
+        # refused as expired with a fresh one attached, and the SDK sends again.
+        *expired, forgotten = after
+        assert len(expired) <= 1, [s.status for s in after]
+        for s in expired:
+            assert s.status == 401 and (await log_row(second.db, s.request_id))["code"] == "proof_expired"
         assert forgotten.status == 200  # not a refusal by itself: a signal the policy weighs
         assert forgotten.answer_headers.get("tokenward-device") == "unknown"
         assert "device/unknown" in signal_names(await log_row(second.db, forgotten.request_id))
@@ -305,7 +311,7 @@ async def test_a_gateway_that_forgot_the_key_says_so_and_the_page_registers_agai
 
         await type_and_send(page, "And once it is registered again?")
         await answers(page, 3)
-        known = (await rec.wait(3))[2]
+        known = (await rec.wait(len(after) + 2))[-1]
         assert signal(await log_row(second.db, known.request_id), "device/ok")["evidence"]["device"] == device["id"]
         assert "tokenward-device" not in known.answer_headers
         assert not page.tw_errors

@@ -76,8 +76,9 @@ scalars = (
 )
 json = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=16,
 )
 
@@ -247,7 +248,7 @@ class Rig:
         if decision.forwards:
             outcome.upstream_status = 200
             outcome.usage = Usage(12, 34, True)
-            outcome.model = decision.model
+            outcome.model = decision.work.model
             outcome.text = "We open at eight."
         await guard.finish(facts, decision, outcome, decision_ms=0.5, total_ms=1.0)
         await guard.settled()
@@ -264,10 +265,10 @@ def check_decision(d: Decision, flavour: Any) -> None:
     if d.challenge is not None:
         assert set(d.challenge) == WIRE_KEYS
     if d.forwards:
-        if d.call is not None:
-            assert isinstance(d.call, CallPlan)
-            if d.call.body is not None:
-                assert isinstance(orjson.loads(d.call.body), dict)
+        if d.work.call is not None:
+            assert isinstance(d.work.call, CallPlan)
+            if d.work.call.body is not None:
+                assert isinstance(orjson.loads(d.work.call.body), dict)
         return
     assert d.code in CODE_STATUS and d.status == CODE_STATUS[d.code] and d.status < 500, (d.name, d.code)
     assert isinstance(d.message, str) and d.message
@@ -311,6 +312,6 @@ def test_any_json_in_any_field_is_judged(rig: Rig, path: str) -> None:
 def test_any_json_in_a_held_conversation(rig: Rig, body: dict[str, Any], turn: str) -> None:
     """A second turn of a server-held conversation: the stored history joins the body."""
     first = rig.judge(turn, {"model": "gpt-4o", "messages": [{"role": "user", "content": "When do you open?"}]})
-    if first.conversation is None:
+    if first.work.conversation is None:
         return  # not admitted (a busy subnet, say): nothing to continue
-    rig.judge(turn, body, conversation=first.conversation[0])
+    rig.judge(turn, body, conversation=first.work.conversation[0])

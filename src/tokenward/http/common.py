@@ -189,8 +189,8 @@ def decision_headers(request_id: str, decision: Decision | None) -> list[tuple[b
     out = [(b"tokenward-request-id", request_id.encode())]
     if decision is not None:
         out.append((b"tokenward-decision", decision.header.encode()))
-        if decision.conversation is not None:  # a server-held conversation: the id to continue it
-            out.append((b"tokenward-conversation", decision.conversation[0].encode()))
+        if decision.work.conversation is not None:  # a server-held conversation: the id to continue it
+            out.append((b"tokenward-conversation", decision.work.conversation[0].encode()))
         if decision.device_unknown:  # protocol §4.2: register the key again
             out.append((b"tokenward-device", b"unknown"))
     return out

@@ -81,7 +81,7 @@ class TokenwardMiddleware:
         response_headers: list[tuple[bytes, bytes]], outcome: RequestOutcome,
     ) -> None:  # fmt: skip
         replayed = False
-        call: CallPlan | None = decision.call
+        call: CallPlan | None = decision.work.call
         body = call.body if call is not None and call.body is not None else facts.body
         meter: UsageMeter | None = None
 
@@ -109,7 +109,7 @@ class TokenwardMiddleware:
                 if not message.get("more_body", False):
                     chunk += meter.end()
                     outcome.usage = meter.result()
-                    if decision.conversation is not None:
+                    if decision.work.conversation is not None:
                         outcome.text = meter.text()
                 message = {**message, "body": chunk}
             await send(message)

@@ -141,7 +141,7 @@ class Upstream:
             target += "?" + scope["query_string"].decode("latin-1")
         url = URL(target, encoded=True)
         flavour = facts.route.api if facts.route is not None else None
-        call: CallPlan | None = decision.call if decision is not None else None
+        call: CallPlan | None = decision.work.call if decision is not None else None
         headers = self._request_headers(scope, facts.client_ip)
         if call is not None:
             headers["accept-encoding"] = "identity"  # usage is read from the bytes as they pass
@@ -191,7 +191,7 @@ class Upstream:
                 resp.close()
                 if meter is not None:
                     outcome.usage = meter.result()
-                    if decision is not None and decision.conversation is not None:
+                    if decision is not None and decision.work.conversation is not None:
                         outcome.text = meter.text()
         finally:
             watcher.stop()
