@@ -31,7 +31,7 @@ from typing import Any
 
 from .population import ATTACK_NET, LEGIT_NET
 from .records import CallRecord
-from .runner import RunData
+from .rundata import RunData
 
 __all__ = ["REFUSED", "build_report", "percentile"]
 

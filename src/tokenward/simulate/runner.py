@@ -14,7 +14,9 @@ Processes (all on loopback):
   cannot keep up with the offered rate, calls are *not sent* and counted as such.
 
 Arrival times are a Poisson process following the profile's rates, drawn up front
-from the seed, so two runs with one seed offer the same traffic.
+from the seed, so two runs with one seed offer the same traffic (:mod:`.plan`). The live
+display is :mod:`.progress`; the settings, what a run leaves behind and how it is read
+back are :mod:`.rundata` (re-exported here).
 """
 
 from __future__ import annotations
@@ -22,34 +24,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import multiprocessing as mp
 import os
 import random
 import secrets
-import sqlite3
 import statistics
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from ..policy import Policy, load_policy
 from .actors import Solver, Target, solve_timed
 from .browsers import ChromiumHost, LegitBrowsers, chromium_available
 from .legit import LegitPopulation
 from .native import native_available
+from .plan import attack_kinds, bucket_start, plan_arrivals
 from .population import LEGIT_NET, AccountMint, IpPool, legit_question
-from .profiles import ATTACKER_KINDS, Profile, Timeline, load_profile, poisson_arrivals
+from .profiles import ATTACKER_KINDS, Profile, Timeline, load_profile
+from .progress import NoLive, progress_view
 from .records import CallRecord, read_records, write_records
+from .rundata import RunData, SimulationSettings, load_run, read_log, save_run
 from .services import (
     CHAT_ROUTE,
     PAGE_ROUTE,
@@ -69,113 +69,9 @@ class SimulationError(RuntimeError):
     """The simulation cannot run as asked (a refused target, a bad policy...)."""
 
 
-@dataclass(slots=True)
-class SimulationSettings:
-    profile: str = "incident"
-    policy: Path | None = None
-    target: str | None = None
-    duration_scale: float = 1.0
-    hold_minutes: float | None = None
-    max_requests: int | None = None
-    out: Path = Path("tokenward-simulate")
-    allow_non_loopback: bool = False
-    seed: int | None = None
-    browsers: bool = True
-    decision_log: Path | None = None  # with --target: the target's SQLite decision log
-    jwt_key: str | None = None  # with --target: the HS256 key of its identity.jwt, if any
-    progress: bool = True
-
-
-@dataclass(slots=True)
-class RunData:
-    """Everything the report is computed from."""
-
-    profile: Profile
-    settings: SimulationSettings
-    timeline: Timeline
-    t0: float
-    t_end: float
-    seed: int
-    records: list[CallRecord]
-    log_rows: list[dict[str, Any]]
-    alerts: list[dict[str, Any]]
-    notes: list[str]
-    policy: Policy | None
-    policy_source: str
-    target: str
-    control_ttfb_ms: float | None
-    hash_rate: float
-    attack_kinds: dict[str, float]
-    offered: dict[str, int] = field(default_factory=dict)
-    load: dict[str, float] = field(default_factory=dict)  # the machine's load average around the run
-
-
 def run_simulation(settings: SimulationSettings, console: Console | None = None) -> RunData:
     """Run one simulation to the end (or to Ctrl-C) and return what happened."""
     return asyncio.run(_Run(settings, console or Console(stderr=True)).main())
-
-
-# --------------------------------------------------------------------------------------
-# The plan: who arrives when
-# --------------------------------------------------------------------------------------
-def _plan(
-    profile: Profile,
-    timeline: Timeline,
-    seed: int,
-    browser_rpm: float,
-    kinds: dict[str, float],
-    max_requests: int | None,
-) -> tuple[list[float], list[tuple[float, str]], float]:
-    rng = random.Random(seed)
-    legit_peak = max(timeline.peak("legit") - browser_rpm, 0.0)
-    legit = list(
-        poisson_arrivals(lambda t: max(timeline.at(t)[1] - browser_rpm, 0.0), timeline.duration, rng, legit_peak)
-    )
-    attack: list[tuple[float, str]] = []
-    names, weights = list(kinds), list(kinds.values())
-    if names:
-        for t in poisson_arrivals(lambda t: timeline.at(t)[2], timeline.duration, rng, timeline.peak("attack")):
-            attack.append((t, rng.choices(names, weights=weights)[0]))
-    end = timeline.duration
-    if max_requests is not None:
-        merged = sorted([(t, "legit") for t in legit] + attack)
-        if len(merged) > max_requests:
-            end = merged[max_requests - 1][0] + 1e-6
-            legit = [t for t in legit if t < end]
-            attack = [(t, k) for t, k in attack if t < end]
-    return legit, attack, end
-
-
-# The client library each attacker is (tokenward[simulate] installs them all).
-_NEEDS = {
-    "adapter-openai": ("openai", "httpx2"),
-    "adapter-anthropic": ("anthropic", "httpx2"),
-    "impersonator": ("curl_cffi",),
-    "headless-farm": ("playwright",),
-}
-
-
-def _attack_kinds(profile: Profile, target: Target, browsers: bool, notes: list[str]) -> dict[str, float]:
-    import importlib.util
-
-    kinds = {k: a.weight for k, a in profile.attackers.items() if a.weight > 0}
-    for kind, modules in _NEEDS.items():
-        missing = [m for m in modules if importlib.util.find_spec(m) is None]
-        if kind in kinds and missing:
-            kinds.pop(kind)
-            notes.append(f"{kind}: {', '.join(missing)} not installed (pip install 'tokenward[simulate]'); "
-                         "its share went to the other attackers")  # fmt: skip
-    if "adapter-anthropic" in kinds and target.anthropic_route is None:
-        kinds.pop("adapter-anthropic")
-        notes.append("adapter-anthropic: the target has no Anthropic route; its share went to the other attackers")
-    if "headless-farm" in kinds and not (browsers and chromium_available()):
-        kinds.pop("headless-farm")
-        why = (
-            "browsers are off (--no-browsers)" if not browsers else "Chromium (/usr/bin/chromium) or playwright missing"
-        )
-        notes.append(f"headless-farm: {why}; its share went to the other attackers")
-    total = sum(kinds.values())
-    return {k: v / total for k, v in kinds.items()} if total else {}
 
 
 # --------------------------------------------------------------------------------------
@@ -322,7 +218,7 @@ class _Run:
         rng = random.Random(seed)
         legit_pool = IpPool(random.Random(seed + 11), LEGIT_NET, profile.legit.users * 2,
                             profile.proxies.legit_subnets)  # fmt: skip
-        kinds = _attack_kinds(profile, target, s.browsers, self.notes)
+        kinds = attack_kinds(profile, target, s.browsers, self.notes)
         use_browsers = s.browsers and profile.legit.browser_pages > 0 and chromium_available()
         if s.browsers and profile.legit.browser_pages > 0 and not use_browsers:
             self.notes.append("legit-browser: Chromium (/usr/bin/chromium) or playwright missing; HTTP model only")
@@ -338,7 +234,7 @@ class _Run:
                 lambda new: accounts.customer(rng, new=new) if accounts is not None else None,
             )  # fmt: skip
         browser_rpm = browsers.expected_rpm() if browsers is not None else 0.0
-        legit_plan, attack_plan, end = _plan(profile, timeline, seed, browser_rpm, kinds, s.max_requests)
+        legit_plan, attack_plan, end = plan_arrivals(profile, timeline, seed, browser_rpm, kinds, s.max_requests)
         hash_rate = _measure_hash_rate()
         control = await self._control_ttfb(profile.legit_model)
         # Legit proofs: in C on threads when a compiler is here (the GIL is released), else
@@ -392,7 +288,7 @@ class _Run:
                 raise SimulationError("the attack worker did not start")
         load_start = os.getloadavg()[0]
         t0 = time.time() + 0.5
-        aligned = _bucket_start(policy, timeline, t0) if s.target is None else None
+        aligned = bucket_start(policy, timeline, t0) if s.target is None else None
         if aligned is not None:
             # The gateway seeds each route's traffic baseline with its first complete rate
             # bucket; starting mid-bucket would seed it with a fraction of the real rate.
@@ -445,11 +341,13 @@ class _Run:
         jobs = [asyncio.ensure_future(dispatch_legit())]
         if browsers is not None:
             jobs.append(asyncio.ensure_future(browsers.run(deadline, self.stop)))
-        display = self._display(timeline, t0, end, kinds)
+        display = progress_view(
+            timeline, t0, end, kinds, self.records, lambda: self.attack_progress, self.receiver.under_attack
+        )
         try:
             live_display = (
                 Live(display(), console=self.console, refresh_per_second=2, transient=False)
-                if s.progress else contextlib.nullcontext(_NoLive())
+                if s.progress else contextlib.nullcontext(NoLive())
             )  # fmt: skip
             with live_display as live:
                 while time.time() < deadline and not self.stop.is_set():
@@ -496,7 +394,7 @@ class _Run:
             await asyncio.to_thread(proc.stop)
         self.procs.clear()
         log_path = run_dir / "decisions.db" if s.target is None else s.decision_log
-        rows = _read_log(log_path, t0 - 5) if log_path is not None else []
+        rows = read_log(log_path, t0 - 5) if log_path is not None else []
         if log_path is None:
             self.notes.append("no decision log (pass --decision-log with --target): upstream spend is not reported")
         offered = Counter("legit" for _ in legit_plan) + Counter(k for _, k in attack_plan)
@@ -528,90 +426,6 @@ class _Run:
                     done.set_result(payload)
                 return
 
-    def _display(self, timeline: Timeline, t0: float, end: float, kinds: dict[str, float]) -> Callable[[], Group]:
-        progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[phase]}"),
-            TimeElapsedColumn(), TextColumn("of {task.fields[length]}"),
-        )  # fmt: skip
-        task = progress.add_task("simulating", total=end, phase="", length=f"{end / 60:.1f} min")
-        actors = ["legit-http", "legit-browser", *kinds]
-
-        def render() -> Group:
-            now = time.time() - t0
-            phase, legit_rpm, attack_rpm = timeline.at(max(now, 0.0))
-            progress.update(task, completed=min(max(now, 0.0), end),
-                            phase=f"{phase}: {legit_rpm:.0f} legit + {attack_rpm:.0f} attack req/min")  # fmt: skip
-            table = Table(show_edge=False, pad_edge=False)
-            for col in ("actor", "calls", "reached model", "refused", "not sent", "in flight"):
-                table.add_column(col, justify="right" if col != "actor" else "left")
-            counts: dict[str, Counter[str]] = defaultdict(Counter)
-            for r in self.records:
-                counts[r.actor][r.outcome if (r.t_end or r.outcome == "not_sent") else "in_flight"] += 1
-            for actor, c in self.attack_progress.items():
-                counts[actor] = Counter(c)
-            for actor in actors:
-                c = counts.get(actor, Counter())
-                total = sum(c.values())
-                ok = c["allowed"] + c["degraded"]
-                refused = total - ok - c["not_sent"] - c["in_flight"] - c["error"]
-                table.add_row(actor, str(total), str(ok), str(refused), str(c["not_sent"]), str(c["in_flight"]))
-            attack = "[red]UNDER ATTACK[/red]" if self.receiver.under_attack() else "normal"
-            return Group(progress, table, f"gateway mode: {attack}")
-
-        return render
-
-
-class _NoLive:
-    def update(self, _: object) -> None:
-        pass
-
-
-_RUN_FIELDS = ("t0", "t_end", "seed", "alerts", "notes", "policy_source", "target", "control_ttfb_ms", "hash_rate",
-               "attack_kinds", "offered", "load")  # fmt: skip
-
-
-def save_run(data: RunData, run_dir: Path) -> None:
-    """Everything but the records and the log (saved beside it) in ``run.json``, so a
-    report can be computed again from the run's folder (:func:`load_run`)."""
-    doc = {name: getattr(data, name) for name in _RUN_FIELDS}
-    doc["profile"] = data.profile.model_dump(mode="json")
-    doc["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars_of(data.settings).items()
-                       if k != "jwt_key"}  # a secret: never written down  # fmt: skip
-    (run_dir / "run.json").write_text(json.dumps(doc, indent=1, default=str))
-
-
-def load_run(run_dir: Path) -> RunData:
-    """A finished run read back from its folder (``--out/run``)."""
-    doc = json.loads((run_dir / "run.json").read_text())
-    raw: dict[str, Any] = {k: (Path(v) if k in ("policy", "out", "decision_log") and v else v)
-                           for k, v in doc["settings"].items()}  # fmt: skip
-    settings = SimulationSettings(**raw)
-    profile = Profile.model_validate(doc["profile"])
-    log_path = run_dir / "decisions.db" if settings.target is None else settings.decision_log
-    return RunData(
-        profile=profile, settings=settings,
-        timeline=Timeline(profile, duration_scale=settings.duration_scale, hold_minutes=settings.hold_minutes),
-        records=read_records(run_dir / "records.jsonl"),
-        log_rows=_read_log(log_path, doc["t0"] - 5) if log_path is not None else [], policy=None,
-        **{name: doc[name] for name in _RUN_FIELDS},
-    )  # fmt: skip
-
-
-def vars_of(settings: SimulationSettings) -> dict[str, Any]:
-    return {name: getattr(settings, name) for name in settings.__slots__}  # type: ignore[attr-defined]
-
-
-def _bucket_start(policy: Policy | None, timeline: Timeline, earliest: float) -> float | None:
-    """The next start of a spike-rate bucket, when the run is long enough for the spike
-    detector to decide anything before the attack (else None: start at once)."""
-    if policy is None or not policy.spike.enabled:
-        return None
-    bucket = policy.spike.bucket
-    first_attack = next((start for _, start, _, attacked in timeline.windows() if attacked), timeline.duration)
-    if first_attack < (policy.spike.warmup + 1) * bucket:
-        return None
-    return math.ceil(earliest / bucket) * bucket + 0.05
-
 
 def _recv(conn: Any, timeout: float) -> Any:
     try:
@@ -642,28 +456,6 @@ def _measure_hash_rate() -> float:
         spent += time.process_time() - start
         hashes += nonce + 1
     return hashes / spent
-
-
-def _read_log(path: Path, since: float) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        con.row_factory = sqlite3.Row
-        rows = con.execute(
-            "SELECT ts, request_id, route, client_ip, action, name, code, status, shadow_action, reasons, "
-            "cost_usd, reserved_usd, tokens_in, tokens_out, upstream_status FROM decisions WHERE ts >= ? "
-            "AND route IS NOT NULL ORDER BY ts",
-            (since,),
-        ).fetchall()
-    finally:
-        con.close()
-    out = []
-    for r in rows:
-        d = dict(r)
-        d["reasons"] = json.loads(d["reasons"]) if d["reasons"] else []
-        out.append(d)
-    return out
 
 
 ATTACKERS = ATTACKER_KINDS  # re-exported for the CLI's help
