@@ -4,13 +4,17 @@ Modules, one job each:
 
 * ``profiles`` — the YAML timelines and actor settings (``profiles/*.yaml``);
 * ``population`` — addresses, browser personas, accounts, prompts and agent payloads;
-* ``actors`` — HTTP-level attackers (official SDKs, curl_cffi, scripts) and what every
-  HTTP-level client shares; ``legit`` — legit users at the HTTP level;
+* ``actors`` — what every HTTP-level client shares (the target, solvers, a recorded
+  POST, rotation); ``resellers`` — attackers on the official SDKs; ``scripted`` —
+  curl_cffi impersonation and a native-solving script; ``legit`` — legit users at the
+  HTTP level;
 * ``browsers`` — real Chromium clients (legit pages, headless farm);
 * ``native`` — a C proof-of-work solver, compiled on first use when a compiler exists;
 * ``records`` — what each call did, as its client saw it;
 * ``services`` — the demo LLM, the gateway under test and its alert receiver;
-* ``runner`` — the run itself and its progress display; ``worker`` — the attack process;
+* ``runner`` — the run itself; ``plan`` — who arrives when; ``progress`` — the live
+  display; ``rundata`` — the settings and what a run leaves behind; ``worker`` — the
+  attack process;
 * ``report`` — the figures; ``render`` and ``charts`` — Markdown, HTML and SVG.
 """
 

@@ -18,11 +18,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from .actors import AdapterReseller, Impersonator, NativeSolver, Rotation, Target, native_thread_solver, thread_solver
+from .actors import Rotation, Target, native_thread_solver, thread_solver
 from .browsers import ChromiumHost, HeadlessFarm
 from .population import ATTACK_NET, AccountMint, IpPool
 from .profiles import Profile
 from .records import CallRecord, write_records
+from .resellers import AdapterReseller
+from .scripted import Impersonator, NativeSolver
 
 __all__ = ["attack_worker", "target_from", "target_spec"]
 
