@@ -1,4 +1,4 @@
-"""What the guard decides, why, and how a refusal looks on the wire (DESIGN.md §3.3)."""
+"""What the guard decides, why, and how a refusal looks on the wire (docs/protocol.md §3)."""
 
 from __future__ import annotations
 

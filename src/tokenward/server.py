@@ -2,7 +2,7 @@
 
 Granian (Rust HTTP server) rather than uvicorn: with the same aiohttp upstream client it
 served more requests per second and had a p99 at c64 of 43 ms against uvicorn's 206 ms
-on this kind of machine (FACTS.md). It runs the app in a worker process, so the CLI
+on this kind of machine (docs/operations.md). It runs the app in a worker process, so the CLI
 passes its settings through the environment (``SERVE_ENV``).
 """
 

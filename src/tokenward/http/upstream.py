@@ -2,7 +2,7 @@
 
 Why aiohttp and not httpx: on this kind of machine an aiohttp client pass-through
 served 1,889–2,165 req/s against httpx's 444 at the same concurrency, with a far lower
-p99 (FACTS.md); httpx's pool does per-connection work on every request.
+p99 (docs/operations.md); httpx's pool does per-connection work on every request.
 
 Responses stream through as they arrive (``iter_any``: whatever bytes the socket has),
 so SSE chunks are never held back. A watcher waits for the client's ``http.disconnect``

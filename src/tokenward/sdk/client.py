@@ -73,7 +73,7 @@ def _parse_challenge(data: Any) -> dict[str, Any]:
 
 
 def _challenge_in_refusal(raw: bytes) -> dict[str, Any] | None:
-    """The fresh challenge a 401 carries, in either API dialect (DESIGN.md §3.3)."""
+    """The fresh challenge a 401 carries, in either API dialect (docs/protocol.md §3)."""
     try:
         data = json.loads(raw)
         challenge = data["error"]["challenge"]

@@ -1,5 +1,5 @@
 /*
- * tokenward browser SDK — wire protocol v1 (DESIGN.md §3).
+ * tokenward browser SDK — wire protocol v1 (docs/protocol.md).
  *
  * Served by the gateway at /.tokenward/sdk.js. Plain ES2020, no build step, no
  * dependencies. Defines the global `tokenward` (also `window.tokenward`):

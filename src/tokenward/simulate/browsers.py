@@ -1,7 +1,7 @@
 """Real Chromium actors: people on the chat page, and a headless farm.
 
 Chromium is the Debian package at ``/usr/bin/chromium`` driven by Playwright (its own
-browser download is never used), launched with the flags of FACTS.md.
+browser download is never used), launched with ``CHROMIUM_ARGS`` (docs/simulate.md, "Browsers").
 
 * :class:`LegitBrowsers` — a few concurrent sessions of a person on the site's chat
   page (``/demo``), running the real SDK: a "headed-like" profile
