@@ -85,3 +85,28 @@ def test_middleware_logs_decisions_and_drains_on_shutdown(tmp_path) -> None:
         rows = dict(conn.execute("SELECT request_id, action FROM decisions").fetchall())
     assert set(ids) <= set(rows)
     assert sorted(rows[i] for i in ids) == ["allow"] * 5 + ["challenge"]
+
+
+def test_type_checkers_see_the_middleware_and_its_attributes(tmp_path) -> None:
+    """``from tokenward import TokenwardMiddleware`` is imported lazily at run time; a type
+    checker must still see the class, its constructor and its attributes (not ``object``)."""
+    from mypy import api
+
+    (tmp_path / "use_middleware.py").write_text(
+        "import tokenward\n"
+        "from tokenward import Guard, TokenwardMiddleware\n"
+        "from tokenward.http.common import ASGIApp, Receive, Scope, Send\n"
+        "async def inner(scope: Scope, receive: Receive, send: Send) -> None: ...\n"
+        "mw: TokenwardMiddleware = tokenward.TokenwardMiddleware(inner, policy='tokenward.yaml')\n"
+        "guard: Guard = mw.guard\n"
+        "app: ASGIApp = mw.app\n"
+        "mw.not_an_attribute\n"
+    )
+    out, err, _ = api.run([
+        "--strict", "--no-incremental", "--ignore-missing-imports", "--follow-imports=silent",
+        str(tmp_path / "use_middleware.py"),
+    ])  # fmt: skip
+    errors = [line for line in out.splitlines() if ": error:" in line]
+    # Exactly one error: the attribute that does not exist (a class hiding its attributes
+    # behind __getattr__, or a module attribute typed as object, gives others or none).
+    assert len(errors) == 1 and '"not_an_attribute"' in errors[0], out + err

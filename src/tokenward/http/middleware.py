@@ -33,13 +33,26 @@ __all__ = ["TokenwardMiddleware"]
 
 
 class TokenwardMiddleware:
+    """An ASGI app that checks the policy's protected routes before ``app`` sees them.
+
+    Give it a policy (a :class:`Policy`, or the path of a policy file; ``None`` reads the
+    default one) or a ready :class:`Guard`. The guard starts with the app's lifespan, or
+    on the first request, and closes with the lifespan's shutdown.
+    """
+
+    app: ASGIApp  # the wrapped application: unprotected requests and checked calls reach it
+    guard: Guard  # judges each request: policy, store, keys, decision log
+    gate: Gate  # a protected route's request: check, replay the body to the app, meter, settle
+    endpoints: Endpoints  # the gateway's own /.tokenward/* endpoints
+    _started: bool
+
     def __init__(
         self,
         app: ASGIApp,
         policy: Policy | str | Path | None = None,
         *,
         guard: Guard | None = None,
-    ):
+    ) -> None:
         self.app = app
         if guard is None:
             pol = policy if isinstance(policy, Policy) else load_policy(policy)
