@@ -295,8 +295,13 @@ def worker_pids(pid: int) -> list[int]:
 
 # -- proofs -------------------------------------------------------------------------
 class ProofMint:
-    """Mints challenges locally with the gateway's own key (TOKENWARD_KEYS), then solves
-    them for exact body bytes: the same tokens ``POST /.tokenward/challenge`` returns."""
+    """Solves challenges for exact body bytes: the same proofs a client sends.
+
+    A gateway on the memory store accepts only challenges it issued in its own lifetime
+    (docs/protocol.md, "Challenges and restarts"), so once a gateway is running the
+    challenges come from its challenge endpoint (:meth:`use_gateway`, fetched ahead of a
+    timed run with :meth:`prefetch`). In-process benchmarks mint with the guard's own
+    key ring (:meth:`use_ring`). ``key_b64`` is the key the gateway is started with."""
 
     def __init__(self, difficulty: int = 2, ttl: float = 600.0):
         from tokenward.proof import KeyRing
@@ -304,13 +309,53 @@ class ProofMint:
 
         secret = secrets.token_bytes(32)
         self.key_b64 = encode_key(secret)
-        self.ring = KeyRing([Key.from_secret(secret)])
+        self.ring: Any = KeyRing([Key.from_secret(secret)])
         self.difficulty = difficulty
         self.ttl = ttl
+        self.gateway: str | None = None
+        self._ready: dict[str, list[tuple[str, int]]] = {}  # route -> fetched (token, difficulty)
+
+    def use_ring(self, ring: Any) -> None:
+        self.ring, self.gateway = ring, None
+
+    def use_gateway(self, url: str) -> None:
+        self.gateway = url.rstrip("/")
+        self._ready.clear()
+
+    def prefetch(self, n: int, route: str = ROUTE, threads: int = 8) -> None:
+        """Fetch ``n`` fresh challenges from the gateway (before a timed run)."""
+        import concurrent.futures
+
+        import httpx
+
+        assert self.gateway is not None, "use_gateway() first"
+        url = self.gateway + "/.tokenward/challenge"
+
+        def grab(count: int) -> list[tuple[str, int]]:
+            with httpx.Client(timeout=30) as client:
+                out = []
+                for _ in range(count):
+                    r = client.post(url, json={"route": route})
+                    r.raise_for_status()
+                    ch = r.json()
+                    out.append((ch["challenge"], int(ch["difficulty"])))
+                return out
+
+        shares = [n // threads + (1 if i < n % threads else 0) for i in range(threads)]
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            for batch in pool.map(grab, [s for s in shares if s]):
+                self._ready.setdefault(route, []).extend(batch)
 
     def proof(self, body: bytes, route: str = ROUTE) -> str:
         from tokenward.proof import issue_challenge, solve
 
+        if self.gateway is not None:
+            ready = self._ready.get(route)
+            if not ready:
+                self.prefetch(1, route, threads=1)
+                ready = self._ready[route]
+            token, bits = ready.pop()
+            return f"v1.{token}.{solve(token, body, bits)}"
         ch = issue_challenge(self.ring, route, self.difficulty, self.ttl, time.time())
         return f"v1.{ch.token}.{solve(ch.token, body, self.difficulty)}"
 

@@ -52,9 +52,9 @@ def _count_batches(log: Any) -> None:
     sizes: collections.Counter[int] = collections.Counter()
     write = log._write
 
-    def counted(conn: Any, batch: list[Any]) -> None:
+    def counted(conn: Any, batch: list[Any]) -> Any:
         sizes[len(batch)] += 1
-        write(conn, batch)
+        return write(conn, batch)
 
     log._write = counted
     close = log.close
@@ -88,11 +88,11 @@ def create_app() -> Any:
     if variant in ("nolog", "bare"):
         gateway.guard.log = None
     elif variant == "logqueue":
-        log._write = lambda conn, batch: None  # type: ignore[union-attr]
+        log._write = lambda conn, batch: conn  # type: ignore[union-attr]
     elif variant == "logrows":
         from tokenward.log.sqlite import _row
 
-        log._write = lambda conn, batch: [_row(r) for r in batch] and None  # type: ignore[union-attr]
+        log._write = lambda conn, batch: [_row(r) for r in batch] and conn  # type: ignore[union-attr]
     elif log is not None:
         _count_batches(log)
     if variant == "noguard":

@@ -106,6 +106,8 @@ def main() -> None:
                 batch += 1
                 n = int(args.duration * 3500 * 1.5)
                 data = tmp / f"proofs-{batch}"
+                mint.use_gateway(servers[target].url)
+                mint.prefetch(n)
                 h.write_slices(
                     data,
                     2,

@@ -84,6 +84,7 @@ class Bench:
         self.up = h.start_upstream(logs, chunks=20)
         self.pt = h.start_passthrough(logs, self.up.url)
         self.gw = h.start_gateway(logs, policy, self.up.url, self.mint.key_b64)
+        self.mint.use_gateway(self.gw.url)
         self.rf = h.start_refuser(logs)
         self.targets = {"direct": self.up, "pass": self.pt, "tokenward": self.gw, "trivial401": self.rf}
 
@@ -125,6 +126,7 @@ class Bench:
         self.proof_batch += 1
         d = self.tmp / f"proofs-{self.proof_batch}-{kind}"
         t0 = time.perf_counter()
+        self.mint.prefetch(n)
 
         def rows():  # distinct body and a fresh challenge for every request
             for i in range(n):

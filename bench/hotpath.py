@@ -72,6 +72,7 @@ async def main() -> None:
     assert route is not None
     dlog = open_log(policy.log)
     guard = Guard(policy, store=open_store(policy.store), keys=mint.ring, log=dlog)
+    mint.use_ring(guard.keys)  # scoped to its memory store's lifetime
     await guard.start()
     gate = Gate(guard)
     trusted = getattr(guard, "trusted", None) or getattr(gate, "trusted", None)

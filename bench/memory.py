@@ -171,16 +171,18 @@ async def run(args: argparse.Namespace) -> int:
     mismatches: list[str] = []
     dlog: dict[str, Any] = {}
     try:
+        up = h.start_upstream(tmp, chunks=20)
+        gw = h.start_gateway(tmp, policy, up.url, mint.key_b64)
         t0 = time.perf_counter()
+        mint.use_gateway(gw.url)  # a memory-store gateway accepts only the challenges it issued
+        mint.prefetch(args.clients)
         clients = plan(args.clients, mint)
         kinds = Counter(c.kind for c in clients)
         print(
-            f"planned {len(clients):,} clients in {time.perf_counter() - t0:.1f}s: "
+            f"fetched challenges and planned {len(clients):,} clients in {time.perf_counter() - t0:.1f}s: "
             + ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())),
             flush=True,
         )
-        up = h.start_upstream(tmp, chunks=20)
-        gw = h.start_gateway(tmp, policy, up.url, mint.key_b64)
         await asyncio.sleep(1.0)  # let the worker settle after startup
         url = gw.url + h.ROUTE
         watcher = RSSWatcher(gw.pid)

@@ -97,12 +97,14 @@ def main() -> None:
             server = h.start_passthrough(tmp, up.url)
         else:
             server = h.start_gateway(tmp, policy, up.url, mint.key_b64)
+            mint.use_gateway(server.url)
         stream = args.kind == "sse"
         if args.refusals or args.target == "pass":
             rows = ((None, h.chat_body(i, stream=stream)) for i in range(4000))
             wrap = True
         else:
             n = int(args.duration * 3000 * 1.5)
+            mint.prefetch(n)
             rows = ((mint.proof(b), b) for b in (h.chat_body(i, stream=stream) for i in range(n)))
             wrap = False
         h.write_slices(tmp / "data", 2, rows)

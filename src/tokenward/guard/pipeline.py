@@ -111,7 +111,6 @@ class Guard:
         # their use (proof/scope.py): a memory store's lifetime, or forever on a shared one.
         self.scope = ConsumptionScope.of(store, clock())
         self.keys = keys.scoped(self.scope.epoch)
-        self.log = log
         self.clock = clock
         self.devices = DeviceKeys()
         # Where fail-open routes are judged while the store is unavailable.
@@ -122,6 +121,15 @@ class Guard:
         self.breaker = SpendBreaker(policy.breaker)
         self.alerter = Alerter(policy.alerts)
         self.settlement = Settlement(store, self.fallback, log, self._observe_spike)
+
+    @property
+    def log(self) -> DecisionLog | None:
+        """The decision log (None: decisions are not logged)."""
+        return self.settlement.log
+
+    @log.setter
+    def log(self, value: DecisionLog | None) -> None:
+        self.settlement.log = value
 
     def reload(self, policy: Policy, evidence: Evidence | None = None) -> None:
         """Swap in a new policy; requests in flight finish under the one they started with.
