@@ -41,9 +41,7 @@ class ConsumptionScope:
     def of(cls, store: Any, now: float) -> ConsumptionScope:
         """The scope of ``store``: one per memory store object, drawn on first use (so
         guards sharing one memory store, as tests and embedded apps do, share it)."""
-        from ..store.memory import MemoryStore
-
-        if not isinstance(store, MemoryStore):
+        if not getattr(store, "immediate", False):  # shared: outlives this process (Store.immediate)
             return cls(None, 0.0)
         scope = _MEMORY_SCOPES.get(store)
         if scope is None:

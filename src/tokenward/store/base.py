@@ -39,8 +39,10 @@ class StoreFull(StoreUnavailable):
 
 @runtime_checkable
 class Store(Protocol):
-    #: Capability: the store answers in this process without waiting (``execute_now``
-    #: works), so a caller with nothing else to await need not schedule a task.
+    #: Capability: the store lives in this process. It answers without waiting
+    #: (``execute_now`` works, so a caller with nothing else to await need not schedule
+    #: a task) and remembers only while the process lives (so single use, too, holds
+    #: only that long: proof/scope.py).
     immediate: bool
 
     async def execute(self, ops: Sequence[Op]) -> list[Any]:
