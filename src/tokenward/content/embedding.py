@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import TokenwardError
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -62,7 +64,7 @@ _SHIPPED_TOKENIZER = Path(__file__).with_name("minilm-tokenizer.json.gz")
 _HINT = "install the optional extra: pip install 'tokenward[semantic]'"
 
 
-class EmbeddingUnavailable(RuntimeError):
+class EmbeddingUnavailable(TokenwardError, RuntimeError):
     """The semantic scorer cannot run here (a missing package or file); the lexical
     scorer is used instead."""
 

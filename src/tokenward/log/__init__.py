@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
+from ..errors import ConfigurationError
 from .base import DecisionLog, DecisionRecord
 from .journal import journal_dir
 from .sqlite import SQLiteLog, read_recent, sqlite_path, sqlite_runner
@@ -46,19 +47,19 @@ def open_log(uri: str) -> DecisionLog:
         options: dict[str, Any] = {}
         for name, values in parse_qs(query, keep_blank_values=True).items():
             if name not in _SQLITE_OPTIONS:
-                raise ValueError(f"unknown sqlite log option {name!r} in {uri!r}")
+                raise ConfigurationError(f"unknown sqlite log option {name!r} in {uri!r}")
             try:
                 options[name] = _SQLITE_OPTIONS[name](values[-1])
             except ValueError:
-                raise ValueError(f"decision log option {name} has an unusable value {values[-1]!r}") from None
+                raise ConfigurationError(f"decision log option {name} has an unusable value {values[-1]!r}") from None
             if name != "journal" and options[name] <= 0:
-                raise ValueError(f"decision log option {name} must be positive, got {values[-1]!r}")
+                raise ConfigurationError(f"decision log option {name} must be positive, got {values[-1]!r}")
         options["journal"] = journal_dir(options.get("journal"), f"{db}.journal.d")
         return SQLiteLog(db, **options)
     if uri.startswith(("postgresql:", "postgres:")):
         from .postgres import open_postgres_log  # psycopg is the `postgres` extra
 
         return open_postgres_log(uri)
-    raise ValueError(
+    raise ConfigurationError(
         f"unknown decision log URI scheme in {uri.split(':', 1)[0]!r}; supported: sqlite:///PATH, postgresql://..."
     )

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import orjson
 
+from ..errors import ConfigurationError
 from .base import DecisionRecord, clean
 
 __all__ = ["RECOVERED", "DeadJournal", "Journal"]
@@ -293,5 +294,5 @@ def journal_dir(value: str | None, default: str | Path) -> Path | None:
     if value.strip().lower() in ("off", "false", "no", "0", "none"):
         return None
     if not value.strip():
-        raise ValueError("decision log option journal must be a directory or off")
+        raise ConfigurationError("decision log option journal must be a directory or off")
     return Path(value)

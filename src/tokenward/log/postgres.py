@@ -29,6 +29,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
+from ..errors import ConfigurationError
+
 try:
     import psycopg
     from psycopg import sql
@@ -340,7 +342,7 @@ def split_uri(uri: str) -> tuple[str, dict[str, Any]]:
     """A log URI -> (the libpq DSN, tokenward's own options taken out of its query)."""
     parts = urlsplit(uri)
     if parts.scheme not in ("postgresql", "postgres"):
-        raise ValueError(f"not a PostgreSQL URI: {mask_dsn(uri)!r} (expected postgresql://...)")
+        raise ConfigurationError(f"not a PostgreSQL URI: {mask_dsn(uri)!r} (expected postgresql://...)")
     options: dict[str, Any] = {}
     rest = []
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -348,16 +350,16 @@ def split_uri(uri: str) -> tuple[str, dict[str, Any]]:
             try:
                 options[name] = _OPTIONS[name](value)
             except ValueError:
-                raise ValueError(f"decision log option {name} has an unusable value {value!r}") from None
+                raise ConfigurationError(f"decision log option {name} has an unusable value {value!r}") from None
             if name != "journal" and options[name] <= 0:
-                raise ValueError(f"decision log option {name} must be positive, got {value!r}")
+                raise ConfigurationError(f"decision log option {name} must be positive, got {value!r}")
         else:
             rest.append((name, value))
     dsn = urlunsplit(parts._replace(query=urlencode(rest)))
     try:
         conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
-        raise ValueError(f"invalid PostgreSQL URI {mask_dsn(uri)!r}: {exc}") from None
+        raise ConfigurationError(f"invalid PostgreSQL URI {mask_dsn(uri)!r}: {exc}") from None
     return dsn, options
 
 

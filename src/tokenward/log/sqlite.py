@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from ..errors import ConfigurationError
 from .base import DecisionRecord
 from .writer import BatchedLog
 
@@ -80,7 +81,7 @@ def _row(rec: DecisionRecord) -> tuple[Any, ...]:
 def sqlite_path(uri: str) -> Path:
     """``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` (SQLAlchemy's form)."""
     if not uri.startswith("sqlite:///"):
-        raise ValueError(f"not a sqlite URI: {uri!r} (expected sqlite:///PATH)")
+        raise ConfigurationError(f"not a sqlite URI: {uri!r} (expected sqlite:///PATH)")
     return Path(uri[len("sqlite:///") :])
 
 

@@ -44,6 +44,8 @@ from typing import Any, Literal
 
 import orjson
 
+from ..errors import ConfigurationError
+
 __all__ = [
     "MEDIA_TOKENS",
     "MESSAGE_OVERHEAD",
@@ -281,7 +283,7 @@ class TokenEstimator:
 
     def __init__(self, backend: Backend = "auto", *, exact_limit: int = DEFAULT_EXACT_LIMIT) -> None:
         if backend not in ("auto", "tiktoken", "bytes"):
-            raise ValueError(f"unknown token backend {backend!r}: use auto, tiktoken or bytes")
+            raise ConfigurationError(f"unknown token backend {backend!r}: use auto, tiktoken or bytes")
         if exact_limit < 1:
             raise ValueError("exact_limit must be at least 1 character")
         self.exact_limit = exact_limit

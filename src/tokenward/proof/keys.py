@@ -26,13 +26,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ConfigurationError
+
 __all__ = ["KEY_ID_SIZE", "Key", "KeyRing", "KeyRingError", "encode_key", "write_key_file"]
 
 KEY_ID_SIZE = 4
 _KEY_SIZE = 32
 
 
-class KeyRingError(ValueError):
+class KeyRingError(ConfigurationError):
     """A key ring could not be built from what was configured."""
 
 

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from ..decision import Signal
+from ..errors import ConfigurationError
 from ..facts import RequestFacts
 
 __all__ = [
@@ -70,7 +71,7 @@ _HEADER_NAME_RE = re.compile(r"^[a-z0-9-]+$")
 _CACHE_SIZE = 4096
 
 
-class IdentityConfigError(ValueError):
+class IdentityConfigError(ConfigurationError):
     """The identity settings name a key that cannot be used (missing file, wrong type...)."""
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..decision import Signal
+from ..errors import ConfigurationError
 from ..facts import RequestFacts
 
 __all__ = [
@@ -56,7 +57,7 @@ _V4_MAPPED = 0xFFFF << 32  # ::ffff:0:0/96
 _MAX_PROBLEMS = 20
 
 
-class CidrListError(ValueError):
+class CidrListError(ConfigurationError):
     """A list file that cannot be used; ``problems`` holds ``file:line: message`` entries."""
 
     def __init__(self, problems: Sequence[str]):

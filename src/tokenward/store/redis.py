@@ -36,6 +36,8 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from ..errors import ConfigurationError
+
 try:
     from redis.asyncio import BlockingConnectionPool, Redis
     from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -152,11 +154,11 @@ class RedisStore(StoreMethods):
         on_close: Sequence[Callable[[], Awaitable[Any]]] = (),
     ):
         if "{" in prefix or "}" in prefix:
-            raise ValueError(f"redis store prefix must not contain braces (hash tags): {prefix!r}")
+            raise ConfigurationError(f"redis store prefix must not contain braces (hash tags): {prefix!r}")
         if not (timeout > 0 and math.isfinite(timeout)):
-            raise ValueError(f"redis store timeout must be a positive number of seconds, got {timeout!r}")
+            raise ConfigurationError(f"redis store timeout must be a positive number of seconds, got {timeout!r}")
         if max_connections < 1:
-            raise ValueError(f"redis store max_connections must be at least 1, got {max_connections!r}")
+            raise ConfigurationError(f"redis store max_connections must be at least 1, got {max_connections!r}")
         self._client = client
         self._cluster = isinstance(client, RedisCluster)
         self._prefix = prefix
@@ -454,9 +456,9 @@ def open_redis_store(uri: str, *, clock: Callable[[], float] | None = None) -> R
     try:
         parts = urlsplit(uri)
     except ValueError as exc:
-        raise ValueError(f"invalid redis store URI {_mask(uri)!r}: {exc}") from None
+        raise ConfigurationError(f"invalid redis store URI {_mask(uri)!r}: {exc}") from None
     if parts.scheme not in _SCHEMES:
-        raise ValueError(
+        raise ConfigurationError(
             f"not a redis store URI: {_mask(uri)!r}; supported schemes: {', '.join(f'{s}://' for s in _SCHEMES)}"
         )
     kind, tls = _SCHEMES[parts.scheme]
@@ -485,7 +487,7 @@ def open_redis_store(uri: str, *, clock: Callable[[], float] | None = None) -> R
     client: Redis | RedisCluster
     if kind == "single":
         if len(hosts) != 1:
-            raise ValueError(f"{_mask(uri)!r} names several hosts: use redis+cluster:// or redis+sentinel://")
+            raise ConfigurationError(f"{_mask(uri)!r} names several hosts: use redis+cluster:// or redis+sentinel://")
         pool_kwargs = dict(common)
         if pool_kwargs.pop("ssl", False):
             from redis.asyncio.connection import SSLConnection
@@ -498,14 +500,14 @@ def open_redis_store(uri: str, *, clock: Callable[[], float] | None = None) -> R
         client = Redis.from_pool(pool)
     elif kind == "cluster":
         if path:
-            raise ValueError(f"a Redis Cluster has no databases: drop the path in {_mask(uri)!r}")
+            raise ConfigurationError(f"a Redis Cluster has no databases: drop the path in {_mask(uri)!r}")
         client = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in hosts],
             max_connections=max_connections + 2, **common,
         )  # fmt: skip
     else:
         if not path or len(path) > 2:
-            raise ValueError(f"name the Sentinel service: redis+sentinel://host:port/SERVICE in {_mask(uri)!r}")
+            raise ConfigurationError(f"name the Sentinel service: redis+sentinel://host:port/SERVICE in {_mask(uri)!r}")
         service, db = path[0], _db(path[1:], uri)
         sentinel = Sentinel(
             hosts,
@@ -526,20 +528,21 @@ def _parse_options(query: str, tls: bool, uri: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for name, values in parse_qs(query, keep_blank_values=True).items():
         if name not in known:
-            raise ValueError(f"unknown redis store option {name!r} in {_mask(uri)!r}; supported: {', '.join(known)}")
+            supported = ", ".join(known)
+            raise ConfigurationError(f"unknown redis store option {name!r} in {_mask(uri)!r}; supported: {supported}")
         try:
             value = known[name](values[-1])
         except ValueError:
-            raise ValueError(f"redis store option {name} has an unusable value {values[-1]!r}") from None
+            raise ConfigurationError(f"redis store option {name} has an unusable value {values[-1]!r}") from None
         options[name] = value
     if "timeout" in options and not (options["timeout"] > 0 and math.isfinite(options["timeout"])):
-        raise ValueError(f"redis store option timeout must be a positive number, got {options['timeout']!r}")
+        raise ConfigurationError(f"redis store option timeout must be a positive number, got {options['timeout']!r}")
     if "max_connections" in options and options["max_connections"] < 1:
-        raise ValueError("redis store option max_connections must be at least 1")
+        raise ConfigurationError("redis store option max_connections must be at least 1")
     if "prefix" in options and ("{" in options["prefix"] or "}" in options["prefix"]):
-        raise ValueError("redis store option prefix must not contain braces")
+        raise ConfigurationError("redis store option prefix must not contain braces")
     if "ssl_cert_reqs" in options and options["ssl_cert_reqs"] not in _CERT_REQS:
-        raise ValueError(f"redis store option ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}")
+        raise ConfigurationError(f"redis store option ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}")
     return options
 
 
@@ -553,12 +556,12 @@ def _host_port(item: str, default_port: int, uri: str) -> tuple[str, int]:
     else:
         host, port_text = item, ""
     if not host:
-        raise ValueError(f"missing host in redis store URI {_mask(uri)!r}")
+        raise ConfigurationError(f"missing host in redis store URI {_mask(uri)!r}")
     if port_text and not port_text.isdigit():
-        raise ValueError(f"bad port {port_text!r} in redis store URI {_mask(uri)!r}")
+        raise ConfigurationError(f"bad port {port_text!r} in redis store URI {_mask(uri)!r}")
     port = int(port_text) if port_text else default_port
     if not 0 < port < 65536:
-        raise ValueError(f"bad port {port} in redis store URI {_mask(uri)!r}")
+        raise ConfigurationError(f"bad port {port} in redis store URI {_mask(uri)!r}")
     return host, port
 
 
@@ -566,7 +569,7 @@ def _db(path: list[str], uri: str) -> int:
     if not path:
         return 0
     if len(path) != 1 or not path[0].isdigit():
-        raise ValueError(f"the database in {_mask(uri)!r} must be a number, e.g. redis://host:6379/0")
+        raise ConfigurationError(f"the database in {_mask(uri)!r} must be a number, e.g. redis://host:6379/0")
     return int(path[0])
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..errors import ConfigurationError
 from ..proof.signature import Origin, SignatureRules, load_public_key, parse_origin
 
 __all__ = [
@@ -31,7 +32,7 @@ _NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 _KEYID = r"^[A-Za-z0-9_.:+/=-]{1,128}$"
 
 
-class ClientsError(ValueError):
+class ClientsError(ConfigurationError):
     """Client or key configuration that cannot be used; ``problems`` lists every one."""
 
     def __init__(self, problems: Sequence[str], source: str = "clients"):
