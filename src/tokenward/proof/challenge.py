@@ -1,4 +1,4 @@
-"""Stateless signed challenges and body-bound proof-of-work (wire protocol v1, DESIGN.md §3).
+"""Stateless signed challenges and body-bound proof-of-work (wire protocol v1, docs/protocol.md).
 
 A challenge token is opaque to clients. Inside (before base64url):
 
@@ -73,7 +73,7 @@ class Challenge:
     challenge_id: bytes
 
     def to_wire(self) -> dict[str, Any]:
-        """The §3.1 response body, also embedded in refusals."""
+        """The challenge response body (docs/protocol.md §1), also embedded in refusals."""
         return {
             "v": PROOF_VERSION,
             "challenge": self.token,
@@ -96,7 +96,7 @@ class ProofClaims:
 
 @dataclass(frozen=True, slots=True)
 class ProofFailure:
-    code: str  # a wire code from DESIGN.md §3.3
+    code: str  # a wire code from docs/protocol.md §3
     message: str
 
 
@@ -179,7 +179,7 @@ def verify_proof(
     now: float,
     min_difficulty: int = 0,
 ) -> ProofClaims | ProofFailure:
-    """Check a ``Tokenward-Proof`` header, cheapest first (DESIGN.md §3.2).
+    """Check a ``Tokenward-Proof`` header, cheapest first (docs/protocol.md §2).
 
     Order: format, signature, expiry, route, then the work over this body and signals.
     A nonce that does not yield the difficulty over *these* bytes is ``body_mismatch``:
