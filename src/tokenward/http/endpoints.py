@@ -51,7 +51,7 @@ class Endpoints:
             await send_error(send, Flavour.CUSTOM, "not_found", "No such tokenward endpoint.")
 
     async def challenge(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """§3.1: ``{"route": "/api/chat"}`` -> a fresh signed challenge for that route."""
+        """docs/protocol.md §1: ``{"route": "/api/chat"}`` -> a fresh signed challenge for that route."""
         try:
             body = await read_body(scope, receive, _CHALLENGE_BODY_CAP, self.guard.policy.body_timeout)
         except BodyRefused as exc:

@@ -89,7 +89,7 @@
  * page is idle. With a CSP that forbids blob: workers it falls back to the main thread
  * in ~12 ms slices. Only the nonce-dependent tail of the message is hashed per nonce.
  *
- * The proof (§3.2):
+ * The proof (docs/protocol.md §2):
  *   body_sha    = SHA-256(body bytes)
  *   signals_sha = SHA-256(Tokenward-Signals header value bytes, or empty bytes)
  *   H = SHA-256(utf8(challenge) || 0x00 || body_sha || signals_sha || nonce as u64 BE)

@@ -1,4 +1,4 @@
-"""A native proof-of-work solver for the simulation (the wire protocol's §3.2 search in C).
+"""A native proof-of-work solver for the simulation (the search of docs/protocol.md §2 in C).
 
 The *native solver* attacker is a script that solves proofs in native code, and the
 HTTP-level model of legit users needs real proofs for hundreds of browsers on one
