@@ -211,3 +211,36 @@ def test_the_guard_stages_are_layered_in_pipeline_order() -> None:
         if f"tokenward.guard.{b}" in g[f"tokenward.guard.{a}"]
     ]
     assert not upward, upward
+
+
+# -- sizes a newcomer can hold in their head ---------------------------------------------
+
+MAX_MODULE_LINES = 600
+MAX_FUNCTION_LINES = 80
+# Modules a protected request runs through, from the edge to the decision log.
+REQUEST_PATH = ("tokenward.http", "tokenward.guard", "tokenward.signals", "tokenward.proof", "tokenward.store",
+                "tokenward.money", "tokenward.content", "tokenward.trusted_clients", "tokenward.facts",
+                "tokenward.transcript", "tokenward.decision", "tokenward.scoring", "tokenward.limits",
+                "tokenward.log")  # fmt: skip
+# Start-up only: runs once, before the first request.
+NOT_PER_REQUEST = {"tokenward.store.redis.open_redis_store"}
+
+
+def test_no_module_is_longer_than_a_newcomer_can_read() -> None:
+    long = {
+        name: n for name, path in _modules().items() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def test_no_function_on_the_request_path_is_longer_than_a_screen() -> None:
+    long = {}
+    for name, path in _modules().items():
+        if not name.startswith(REQUEST_PATH):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                size = (node.end_lineno or node.lineno) - node.lineno + 1
+                if size > MAX_FUNCTION_LINES and f"{name}.{node.name}" not in NOT_PER_REQUEST:
+                    long[f"{name}.{node.name}"] = size
+    assert not long, f"request-path functions over {MAX_FUNCTION_LINES} lines: {long}"
