@@ -12,13 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tokenward.log import open_log
 from tokenward.log.journal import RECOVERED
 from tokenward.log.sqlite import SQLiteLog
 
-from .test_postgres import make_record
+from .records import make_record
 
 # A process that logs 100 decisions, waits until they are committed, then logs 50 more
 # and one whose response started but which never finished, and kills itself: the journal
@@ -26,7 +23,7 @@ from .test_postgres import make_record
 _CHILD = """
 import asyncio, os, signal, sys, time
 from tokenward.log.sqlite import SQLiteLog
-from tests.log.test_postgres import make_record
+from tests.log.records import make_record
 
 async def main():
     log = SQLiteLog(sys.argv[1], journal=sys.argv[2], flush_interval=0.05, batch=100_000)
@@ -70,26 +67,6 @@ async def test_a_killed_process_journal_is_replayed_once(tmp_path: Path) -> None
     assert dict(rows)["req-00150"] == RECOVERED and dict(rows)["req-00149"] is None
     assert log.replayed == 51
     assert os.listdir(journal) == []
-
-
-async def test_a_clean_close_leaves_no_journal_and_replays_nothing(tmp_path: Path) -> None:
-    log = open_log(f"sqlite:///{tmp_path / 'log.db'}?flush_interval=0.01")
-    assert isinstance(log, SQLiteLog)
-    await log.start()
-    for i in range(1_000):
-        log.record(make_record(i))
-    await log.close()
-    assert len(_rows(tmp_path / "log.db")) == 1_000
-    assert os.listdir(tmp_path / "log.db.journal.d") == []
-
-
-def test_journal_options() -> None:
-    assert isinstance(open_log("sqlite:///x.db?journal=off"), SQLiteLog)
-    assert open_log("sqlite:///x.db?journal=off")._journal is None  # type: ignore[attr-defined]
-    assert open_log("sqlite:///x.db?journal=/j")._journal.directory == Path("/j")  # type: ignore[attr-defined]
-    for bad in ("journal_max=0", "journal_max=lots", "journal=", "batch=-1"):
-        with pytest.raises(ValueError, match=bad.partition("=")[0]):
-            open_log(f"sqlite:///x.db?{bad}")
 
 
 async def test_postgres_gone_at_close_keeps_the_decisions_in_the_journal(
