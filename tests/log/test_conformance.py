@@ -8,9 +8,6 @@ and the readers the CLI uses (``recent(uri)`` for ``log tail``, ``runner(uri)`` 
 paths, PostgreSQL's reconnects, at-least-once delivery and ``close_timeout``, the journal
 of killed processes) stays in test_postgres.py, tests/unit/test_log_sqlite.py,
 test_journal.py and test_kill.py.
-
-A test that fails on one backend because of a bug in it carries
-``xfail(strict=True)`` for that backend only, with the reason.
 """
 
 from __future__ import annotations
@@ -89,12 +86,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
         return _sqlite(tmp_path)
     pytest.importorskip("psycopg")
     return _postgres(request.getfixturevalue("dsn"), tmp_path)
-
-
-def only_on(name: str, reason: str) -> list[Any]:
-    """The ``backend`` params with a strict xfail on one of them (a bug of that backend)."""
-    mark = pytest.mark.xfail(strict=True, reason=reason)
-    return [pytest.param(b, marks=mark) if b == name else b for b in ("sqlite", "postgres")]
 
 
 async def write(uri: str, records: list[DecisionRecord]) -> Any:
@@ -182,7 +173,7 @@ async def test_every_field_round_trips(backend: Backend) -> None:
 
 @pytest.mark.parametrize(
     "backend",
-    only_on("sqlite", "the SQLite log stores usage_exact as INTEGER: it reads back 1/0, PostgreSQL's true/false"),
+    ["sqlite", "postgres"],
     indirect=True,
 )
 async def test_values_read_back_with_their_types(backend: Backend) -> None:
@@ -217,7 +208,7 @@ async def test_nul_characters_are_kept_or_replaced_never_lost(backend: Backend) 
 
 @pytest.mark.parametrize(
     "backend",
-    only_on("sqlite", "SQLiteLog._write drops a record with an unpaired surrogate (lost += 1) instead of cleaning it"),
+    ["sqlite", "postgres"],
     indirect=True,
 )
 async def test_unpaired_surrogates_are_replaced_and_the_record_kept(backend: Backend) -> None:
@@ -365,11 +356,6 @@ def test_bad_options_are_clear_errors(backend: Backend, option: str) -> None:
         open_log(f"{backend.base}{'&' if '?' in backend.base else '?'}{option}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flush_interval=inf/nan are accepted: inf kills the writer thread (OverflowError in Event.wait),"
-    " nothing is written and close() reports nothing lost; nan makes it spin",
-)
 @pytest.mark.parametrize("value", ["inf", "nan"])
 def test_a_flush_interval_that_is_not_finite_is_refused(backend: Backend, value: str) -> None:
     with pytest.raises(ConfigurationError, match="flush_interval"):
@@ -405,11 +391,7 @@ SPEND = [
 
 @pytest.mark.parametrize(
     "backend",
-    only_on(
-        "postgres",
-        "queries.spend_report compares usage_exact = 0, boolean = integer on PostgreSQL: `tokenward spend`"
-        " fails with psycopg UndefinedFunction (a traceback)",
-    ),
+    ["sqlite", "postgres"],
     indirect=True,
 )
 async def test_spend_report_over_the_log(backend: Backend) -> None:
@@ -434,7 +416,7 @@ async def test_spend_report_over_the_log(backend: Backend) -> None:
 
 @pytest.mark.parametrize(
     "backend",
-    only_on("sqlite", "the SQLite log adds a column missing from an older log as TEXT: 1234 reads back as '1234'"),
+    ["sqlite", "postgres"],
     indirect=True,
 )
 async def test_a_log_from_an_older_version_gains_the_new_columns(backend: Backend) -> None:

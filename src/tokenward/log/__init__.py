@@ -52,8 +52,10 @@ def open_log(uri: str) -> DecisionLog:
                 options[name] = _SQLITE_OPTIONS[name](values[-1])
             except ValueError:
                 raise ConfigurationError(f"decision log option {name} has an unusable value {values[-1]!r}") from None
-            if name != "journal" and options[name] <= 0:
-                raise ConfigurationError(f"decision log option {name} must be positive, got {values[-1]!r}")
+            if name != "journal" and not 0 < options[name] < float("inf"):
+                raise ConfigurationError(
+                    f"decision log option {name} must be a positive finite number, got {values[-1]!r}"
+                )
         options["journal"] = journal_dir(options.get("journal"), f"{db}.journal.d")
         return SQLiteLog(db, **options)
     if uri.startswith(("postgresql:", "postgres:")):

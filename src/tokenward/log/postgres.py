@@ -351,8 +351,8 @@ def split_uri(uri: str) -> tuple[str, dict[str, Any]]:
                 options[name] = _OPTIONS[name](value)
             except ValueError:
                 raise ConfigurationError(f"decision log option {name} has an unusable value {value!r}") from None
-            if name != "journal" and options[name] <= 0:
-                raise ConfigurationError(f"decision log option {name} must be positive, got {value!r}")
+            if name != "journal" and not 0 < options[name] < float("inf"):
+                raise ConfigurationError(f"decision log option {name} must be a positive finite number, got {value!r}")
         else:
             rest.append((name, value))
     dsn = urlunsplit(parts._replace(query=urlencode(rest)))

@@ -34,7 +34,7 @@ def spend_report(run: Run, since: float, group: str = "route", limit: int = 20) 
     key = _GROUPS[group]
     (spent, calls, estimated), = run(
         "SELECT COALESCE(SUM(cost_usd), 0), COUNT(cost_usd),"
-        " COALESCE(SUM(CASE WHEN usage_exact = 0 THEN 1 ELSE 0 END), 0)"
+        " COALESCE(SUM(CASE WHEN NOT usage_exact THEN 1 ELSE 0 END), 0)"
         " FROM decisions WHERE ts >= ? AND cost_usd IS NOT NULL",
         [since],
     )  # fmt: skip

@@ -10,13 +10,14 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ..errors import ConfigurationError
-from .base import DecisionRecord
+from .base import DecisionRecord, clean
 from .writer import BatchedLog
 
 __all__ = ["COLUMNS", "SQLiteLog", "read_recent"]
@@ -63,10 +64,29 @@ COLUMNS = (
     "reserved_usd",
 )  # fmt: skip
 _JSON_COLUMNS = {"reasons", "signals", "proof", "risk"}
+# Each column's type, as the schema above declares it (an older log gains missing columns
+# with their own type, so that numbers read back as numbers).
+_TYPES = {
+    line.split()[0]: line.split()[1].rstrip(",")
+    for line in _SCHEMA.split("(", 1)[1].split(");", 1)[0].strip().splitlines()
+    if line.split()[0] in COLUMNS
+}
 _INSERT = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
+def _cleaned(rec: DecisionRecord) -> DecisionRecord:
+    """The record with what SQLite cannot store (unpaired surrogates) replaced: kept, not lost."""
+    return DecisionRecord(**clean(asdict(rec)))
+
+
 def _row(rec: DecisionRecord) -> tuple[Any, ...]:
+    try:
+        return _encode(rec)
+    except orjson.JSONEncodeError:
+        return _encode(_cleaned(rec))
+
+
+def _encode(rec: DecisionRecord) -> tuple[Any, ...]:
     return (
         rec.ts, rec.request_id, rec.method, rec.path, rec.route, rec.client_ip, rec.action,
         rec.name, rec.code, rec.shadow_action, orjson.dumps(rec.reasons).decode(),
@@ -115,14 +135,18 @@ class SQLiteLog(BatchedLog):
         present = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
         for column in COLUMNS:
             if column not in present:
-                conn.execute(f"ALTER TABLE decisions ADD COLUMN {column} TEXT")
+                conn.execute(f"ALTER TABLE decisions ADD COLUMN {column} {_TYPES.get(column, 'TEXT')}")
         return conn
 
     def _write(self, conn: sqlite3.Connection, batch: list[DecisionRecord]) -> sqlite3.Connection:
         for attempt in range(5):
             try:
-                with conn:
-                    conn.executemany(_INSERT, [_row(r) for r in batch])
+                try:
+                    with conn:
+                        conn.executemany(_INSERT, [_row(r) for r in batch])
+                except UnicodeEncodeError:  # a text field SQLite cannot encode: write them cleaned
+                    with conn:
+                        conn.executemany(_INSERT, [_row(_cleaned(r)) for r in batch])
                 self.written += len(batch)
                 return conn
             except sqlite3.OperationalError as exc:  # e.g. locked by a reader: retry
@@ -181,4 +205,6 @@ def read_recent(path: str | Path, limit: int = 20) -> Iterator[dict[str, Any]]:
         for col in _JSON_COLUMNS:
             if item[col] is not None:
                 item[col] = orjson.loads(item[col])
+        if item["usage_exact"] is not None:  # SQLite keeps booleans as 0/1
+            item["usage_exact"] = bool(item["usage_exact"])
         yield item
