@@ -22,9 +22,7 @@ def get_challenge(base: str, route: str, client: httpx.Client | None = None) -> 
 
 def solve(challenge: str, body: bytes, difficulty: int, signals: bytes = b"") -> int:
     """H = SHA-256(utf8(challenge) || 0x00 || SHA-256(body) || SHA-256(signals) || nonce_be64)."""
-    prefix = (
-        challenge.encode("utf-8") + b"\x00" + hashlib.sha256(body).digest() + hashlib.sha256(signals).digest()
-    )
+    prefix = challenge.encode("utf-8") + b"\x00" + hashlib.sha256(body).digest() + hashlib.sha256(signals).digest()
     nonce = 0
     while True:
         h = hashlib.sha256(prefix + nonce.to_bytes(8, "big")).digest()

@@ -63,9 +63,7 @@ def test_large_chunked_body_without_length_is_413(gateway: GatewayProc) -> None:
         for _ in range(40):
             yield b"a" * 65536
 
-    r = httpx.post(
-        gateway.url + CHAT, content=chunks(), headers={"content-type": "application/json"}, timeout=30
-    )
+    r = httpx.post(gateway.url + CHAT, content=chunks(), headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code == 413 and error_code(r) == "payload_too_large"
 
 

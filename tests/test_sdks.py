@@ -61,9 +61,7 @@ def test_openai_with_helper_plain_and_streaming(gateway: GatewayProc) -> None:
 
 def test_anthropic_with_helper_plain_and_streaming(gateway: GatewayProc) -> None:
     client = anthropic.Anthropic(base_url=gateway.url, api_key="unused", http_client=http_client())
-    message = client.messages.create(
-        model="demo-1", max_tokens=200, messages=[{"role": "user", "content": QUESTION}]
-    )
+    message = client.messages.create(model="demo-1", max_tokens=200, messages=[{"role": "user", "content": QUESTION}])
     assert QUESTION in message.content[0].text
     with client.messages.stream(
         model="demo-1", max_tokens=200, messages=[{"role": "user", "content": QUESTION}]

@@ -38,9 +38,7 @@ def _quiet_upstream(demo_upstream: Upstream) -> None:
     demo_upstream.reset()
 
 
-def test_first_chunk_arrives_before_the_upstream_finishes(
-    gateway: GatewayProc, demo_upstream: Upstream
-) -> None:
+def test_first_chunk_arrives_before_the_upstream_finishes(gateway: GatewayProc, demo_upstream: Upstream) -> None:
     body = stream_body("stream slowly please")
     headers = {"content-type": "application/json", "x-demo-chunk-delay": "0.15",
                "Tokenward-Proof": proof_header(get_challenge(gateway.url, CHAT), body)}  # fmt: skip

@@ -122,9 +122,7 @@ def test_chat_plain(oai: openai.OpenAI) -> None:
     assert completion.usage is not None
     assert completion.usage.prompt_tokens == tokens("Be brief.") + tokens(PROMPT)
     assert completion.usage.completion_tokens == tokens(text)
-    assert completion.usage.total_tokens == (
-        completion.usage.prompt_tokens + completion.usage.completion_tokens
-    )
+    assert completion.usage.total_tokens == (completion.usage.prompt_tokens + completion.usage.completion_tokens)
 
 
 def test_chat_max_tokens_truncates(oai: openai.OpenAI) -> None:
@@ -181,9 +179,7 @@ def test_completions_plain_and_stream(oai: openai.OpenAI) -> None:
         tokens(text),
     )
     chunks = list(
-        oai.completions.create(
-            model="demo-1", prompt=PROMPT, stream=True, stream_options={"include_usage": True}
-        )
+        oai.completions.create(model="demo-1", prompt=PROMPT, stream=True, stream_options={"include_usage": True})
     )
     assert "".join(c.choices[0].text for c in chunks if c.choices) == text
     assert chunks[-1].usage is not None
@@ -364,9 +360,7 @@ def test_stream_is_not_buffered(http: httpx.Client) -> None:
     body = {"messages": user(), "stream": True}
     delay = 0.01
     started = time.perf_counter()
-    with http.stream(
-        "POST", "/v1/chat/completions", json=body, headers={"x-demo-chunk-delay": str(delay)}
-    ) as response:
+    with http.stream("POST", "/v1/chat/completions", json=body, headers={"x-demo-chunk-delay": str(delay)}) as response:
         arrivals = [time.perf_counter() - started for line in response.iter_lines() if line]
     assert len(arrivals) > 20
     # Each event leaves as soon as it is made: the first long before the last.

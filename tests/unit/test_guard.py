@@ -258,9 +258,7 @@ async def test_replay_is_refused_until_after_expiry(guard: Guard) -> None:
     assert expired.code == "proof_expired"
 
 
-@pytest.mark.parametrize(
-    "header", ["v1.nonsense.1", "v2.abc.1", "Bearer xyz", "v1..0", "v1.AAAA.99999999999999999999"]
-)
+@pytest.mark.parametrize("header", ["v1.nonsense.1", "v2.abc.1", "Bearer xyz", "v1..0", "v1.AAAA.99999999999999999999"])
 async def test_malformed_proof_is_proof_invalid(guard: Guard, header: str) -> None:
     decision = await guard.check(facts_for(guard, proof=header))
     assert decision.name == "proof/invalid"
@@ -316,9 +314,7 @@ async def test_a_refused_proof_does_not_burn_the_challenge(guard: Guard) -> None
 
 
 async def test_bad_request_is_refused_before_the_proof(guard: Guard) -> None:
-    decision = await guard.check(
-        facts_for(guard, body=b"{", proof=solved_proof(guard, body=b"{"), problem="not JSON")
-    )
+    decision = await guard.check(facts_for(guard, body=b"{", proof=solved_proof(guard, body=b"{"), problem="not JSON"))
     assert decision.action is Action.BLOCK
     assert decision.name == "request/bad"
     assert_refused(decision, "bad_request", status=400)

@@ -154,9 +154,7 @@ def test_route_for(custom: Policy, path: str, expected: str | None) -> None:
 
 
 def test_longest_prefix_wins() -> None:
-    policy = parse_policy(
-        {"routes": [{"path": "/api/*"}, {"path": "/api/v2/*", "difficulty": 4}, {"path": "/*"}]}
-    )
+    policy = parse_policy({"routes": [{"path": "/api/*"}, {"path": "/api/v2/*", "difficulty": 4}, {"path": "/*"}]})
     for path, expected in [("/api/v2/x", "/api/v2/*"), ("/api/v1/x", "/api/*"), ("/x", "/*")]:
         route = policy.route_for(path)
         assert route is not None and route.path == expected, path
