@@ -109,12 +109,12 @@ async def _refuse(scope: Scope, send: Send, guard: Guard, code: str, problem: st
     name = _NAMES[code]
     decision = Decision(Action.BLOCK, name, (name,), code=code, message=problem)
     outcome = RequestOutcome()
-    try:
-        # The connection closes after the answer: the rest of it (a body framed two ways,
-        # a request that may be longer than it says) cannot be trusted to start a request.
-        outcome.status = await send_refusal(send, _flavour(guard.policy, raw), decision, request_id, close=True)
-    finally:
-        await guard.finish(facts, decision, outcome, decision_ms=0.0, total_ms=0.0)
+    outcome.status = decision.status
+    # Logged (journaled) before it is sent, like every refusal. The connection closes
+    # after the answer: the rest of it (a body framed two ways, a request that may be
+    # longer than it says) cannot be trusted to start a request.
+    await guard.finish(facts, decision, outcome, decision_ms=0.0, total_ms=0.0)
+    await send_refusal(send, _flavour(guard.policy, raw), decision, request_id, close=True)
 
 
 def _flavour(policy: Policy, raw: bytes) -> Flavour:

@@ -98,7 +98,7 @@ class Gate:
         decided = started
         cap = guard.policy.body_cap_for(route)
         decision: Decision | None
-        close = False
+        close = finished = False
         try:
             body = await read_body(scope, receive, cap, guard.policy.body_timeout)
         except BodyRefused as exc:
@@ -116,12 +116,18 @@ class Gate:
                     log.exception("request %s could not be judged", request_id)
                     decision = _GATEWAY_ERROR
             decided = time.perf_counter()
-            if getattr(guard.log, "journaled", False):
-                send = _journal_first(send, guard, facts, decision, outcome, (decided - started) * 1000, started)
             if decision.forwards:
+                if getattr(guard.log, "journaled", False):
+                    send = _journal_first(send, guard, facts, decision, outcome, (decided - started) * 1000, started)
                 await forward(scope, receive, send, facts, decision, decision_headers(request_id, decision), outcome)
             elif decision.code is not None:
-                outcome.status = await send_refusal(send, route.api, decision, request_id, close=close)
+                # A refusal is logged (journaled) and settled before it is sent: one record,
+                # on disk before the client hears it (docs/operations.md, "Durability").
+                outcome.status = decision.status
+                finished = True
+                ms = (decided - started) * 1000
+                await guard.finish(facts, decision, outcome, decision_ms=ms, total_ms=ms)
+                await send_refusal(send, route.api, decision, request_id, close=close)
         except Exception as exc:
             outcome.error = outcome.error or f"{type(exc).__name__}: {exc}"
             log.exception("request %s failed", request_id)
@@ -129,11 +135,12 @@ class Gate:
         finally:
             if decision is None:
                 decision = _GATEWAY_ERROR
-            elapsed = time.perf_counter()
-            await guard.finish(
-                facts, decision, outcome,
-                decision_ms=(decided - started) * 1000, total_ms=(elapsed - started) * 1000,
-            )  # fmt: skip
+            if not finished:
+                elapsed = time.perf_counter()
+                await guard.finish(
+                    facts, decision, outcome,
+                    decision_ms=(decided - started) * 1000, total_ms=(elapsed - started) * 1000,
+                )  # fmt: skip
 
 
 def _journal_first(
