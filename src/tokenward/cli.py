@@ -260,6 +260,38 @@ def log_tail(
     console.print(table)
 
 
+@app.command()
+def explain(
+    request_id: Annotated[
+        str, typer.Argument(help="the Tokenward-Request-Id (or its first characters, as log tail shows)")
+    ],
+    policy: PolicyOpt = None,
+    db: Annotated[Path | None, typer.Option(help="SQLite decision log (default: the policy's log)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the decision's log row as JSON")] = False,
+) -> None:
+    """One decision in words: every signal and its weight, the score against the route's
+    thresholds, the rule that matched, and what would have changed the outcome."""
+    import orjson
+
+    from .explain import explain as explain_row
+    from .log import find
+
+    uri = _log_uri(policy, db)
+    try:
+        row = find(uri, request_id)
+    except (FileNotFoundError, ConnectionError) as exc:
+        err.print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    if row is None:
+        err.print(f"no decision with request id {request_id!r} in the log", style="red", markup=False, highlight=False)
+        raise typer.Exit(1)
+    if as_json:
+        sys.stdout.write(orjson.dumps(row, default=str).decode() + "\n")
+        return
+    for line in explain_row(row, _load(policy) if db is None or policy is not None else None):
+        sys.stdout.write(line + "\n")
+
+
 from .cli_keys import keys_app  # noqa: E402 - the sub-app is defined in its own module
 from .cli_simulate import simulate as _simulate  # noqa: E402
 

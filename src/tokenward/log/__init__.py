@@ -6,12 +6,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
+
 from ..errors import ConfigurationError
 from .base import DecisionLog, DecisionRecord
 from .journal import journal_dir
-from .sqlite import SQLiteLog, read_recent, sqlite_path, sqlite_runner
+from .sqlite import COLUMNS, SQLiteLog, read_recent, sqlite_path, sqlite_runner
 
-__all__ = ["DecisionLog", "DecisionRecord", "SQLiteLog", "open_log", "read_recent", "recent", "runner"]
+__all__ = ["DecisionLog", "DecisionRecord", "SQLiteLog", "find", "open_log", "read_recent", "recent", "runner"]
 
 
 _SQLITE_OPTIONS = {"batch": int, "flush_interval": float, "max_queue": int, "journal": str, "journal_max": int}
@@ -24,6 +26,25 @@ def recent(uri: str, limit: int = 20) -> list[dict[str, Any]]:
 
         return list(pg_recent(uri, limit))
     return list(read_recent(sqlite_path(uri.partition("?")[0]), limit))
+
+
+def find(uri: str, request_id: str) -> dict[str, Any] | None:
+    """The decision whose request id is (or starts with) ``request_id``, the latest if
+    several match; as :func:`recent` returns it. None when there is none."""
+    prefix = request_id.strip()
+    if not prefix or not all(c in "0123456789abcdef" for c in prefix):
+        return None  # request ids are hex: anything else matches nothing (and LIKE sees no wildcard)
+    sql = f"SELECT {', '.join(COLUMNS)} FROM decisions WHERE request_id LIKE ? ORDER BY ts DESC LIMIT 1"
+    rows = runner(uri)(sql, [prefix + "%"])
+    if not rows:
+        return None
+    item = dict(zip(COLUMNS, rows[0], strict=True))
+    for col in ("reasons", "signals", "proof", "risk"):
+        if isinstance(item[col], str):
+            item[col] = orjson.loads(item[col])
+    if item["usage_exact"] is not None:
+        item["usage_exact"] = bool(item["usage_exact"])
+    return item
 
 
 def runner(uri: str) -> Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]:
