@@ -23,14 +23,6 @@ _probes = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def recording() -> Iterator[RecordingUpstream]:
-    server = RecordingUpstream()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
 def budget_gateway(demo_upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProc]:
     gw = start_gateway(tmp_path_factory.mktemp("hygiene"), demo_upstream.url, {
         "routes": [{"path": CUSTOM, "api": "custom", "model": "demo-1", "max_output_tokens": 50}],
@@ -86,9 +78,9 @@ def test_a_custom_route_refuses_a_body_that_is_not_json(budget_gateway: GatewayP
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "GZIP", "identity, gzip"])
-def test_a_compressed_body_is_refused_on_a_protected_route(recording: RecordingUpstream, tmp_path: Path,
+def test_a_compressed_body_is_refused_on_a_protected_route(upstream: RecordingUpstream, tmp_path: Path,
                                                            encoding: str) -> None:  # fmt: skip
-    gw = start_gateway(tmp_path, recording.url, {"proof": {"difficulty": 4}})
+    gw = start_gateway(tmp_path, upstream.url, {"proof": {"difficulty": 4}})
     try:
         body = gzip.compress(chat_body("compressed"))
         proof = proof_header(get_challenge(gw.url, CHAT), body)
@@ -99,7 +91,7 @@ def test_a_compressed_body_is_refused_on_a_protected_route(recording: RecordingU
         })  # fmt: skip
         assert r.status_code == 415, r.text
         assert r.json()["error"]["code"] == "unsupported_encoding"
-        assert probe not in recording.seen
+        assert probe not in upstream.seen
         row = _row(gw.db, r.headers["tokenward-request-id"])
         assert row is not None and row["name"] == "request/encoded"
         # An uncompressed body that says so is fine.
@@ -113,8 +105,8 @@ def test_a_compressed_body_is_refused_on_a_protected_route(recording: RecordingU
         gw.stop()
 
 
-def test_the_upstream_hears_the_address_the_gateway_believes(recording: RecordingUpstream, tmp_path: Path) -> None:
-    gw = start_gateway(tmp_path, recording.url, {"proof": {"difficulty": 4}})
+def test_the_upstream_hears_the_address_the_gateway_believes(upstream: RecordingUpstream, tmp_path: Path) -> None:
+    gw = start_gateway(tmp_path, upstream.url, {"proof": {"difficulty": 4}})
     try:
         body = chat_body("where am I")
         proof = proof_header(get_challenge(gw.url, CHAT), body)
@@ -125,7 +117,7 @@ def test_the_upstream_hears_the_address_the_gateway_believes(recording: Recordin
             "True-Client-IP": "6.6.6.6", "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https",
         })  # fmt: skip
         assert r.status_code == 200, r.text
-        seen = recording.headers[probe]
+        seen = upstream.headers[probe]
         assert seen[b"x-forwarded-for"] == b"127.0.0.1"
         assert seen[b"x-real-ip"] == b"127.0.0.1"
         assert seen[b"forwarded"] == b"for=127.0.0.1;proto=http"

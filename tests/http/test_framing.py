@@ -37,14 +37,6 @@ _probes = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    server = RecordingUpstream()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
 def gw(upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProc]:
     g = start_gateway(tmp_path_factory.mktemp("framing"), upstream.url, POLICY)
     yield g

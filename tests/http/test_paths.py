@@ -190,14 +190,6 @@ def _path_of(target: bytes) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    server = RecordingUpstream()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
 def refusing(upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProc]:
     gw = start_gateway(tmp_path_factory.mktemp("paths"), upstream.url, POLICY)
     yield gw
