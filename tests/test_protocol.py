@@ -71,14 +71,17 @@ def test_every_refusal_carries_a_fresh_challenge(gateway: GatewayProc) -> None:
 
 
 def test_body_mismatch(gateway: GatewayProc) -> None:
-    proof = proof_header(get_challenge(gateway.url, CHAT), chat_body("the body I solved for"))
-    assert_refused(post(gateway, CHAT, chat_body("another body"), proof), "body_mismatch")
+    other = chat_body("another body")
+    proof = proof_header(get_challenge(gateway.url, CHAT), chat_body("the body I solved for"), fails_for=(other, b""))
+    assert_refused(post(gateway, CHAT, other, proof), "body_mismatch")
 
 
 def test_signals_header_is_bound(gateway: GatewayProc) -> None:
     body = chat_body()
     challenge = get_challenge(gateway.url, CHAT)
-    proof = proof_header(challenge, body, signals=b"eyJ3ZWJkcml2ZXIiOmZhbHNlfQ")
+    proof = proof_header(
+        challenge, body, signals=b"eyJ3ZWJkcml2ZXIiOmZhbHNlfQ", fails_for=(body, b"eyJ3ZWJkcml2ZXIiOnRydWV9")
+    )
     headers = {"content-type": "application/json", "Tokenward-Proof": proof,
                "Tokenward-Signals": "eyJ3ZWJkcml2ZXIiOnRydWV9"}  # fmt: skip
     assert_refused(httpx.post(gateway.url + CHAT, content=body, headers=headers), "body_mismatch")
