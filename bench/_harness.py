@@ -430,6 +430,8 @@ def run_wrk(
     wrap: bool,
     timeout_s: int = 10,
 ) -> WrkResult:
+    if not os.access(WRK, os.X_OK):
+        raise SystemExit(f"{WRK} not found: the benchmarks drive their load with wrk (Debian: apt-get install wrk)")
     env = {
         **os.environ,
         "BENCH_DATA": str(data_dir),

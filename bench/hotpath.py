@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -157,6 +158,7 @@ async def main() -> None:
         "guard.record() -> SQLite log queue (writer thread running)",
         lambda i: guard.record(facts_proof[i], allow, outcome, 0.1, 0.2),
     )
+    await _metrics_cost(timeit, policy, facts_proof, allow, refusal, outcome)
     t0 = time.perf_counter()
     await guard.close()
     drain = time.perf_counter() - t0
@@ -178,6 +180,35 @@ async def main() -> None:
         )
     )
     print(f"\nsum for one allowed request (tokenward's own steps): ~{total:.0f} µs")
+
+
+async def _metrics_cost(timeit: Any, policy: Any, facts: list[Any], allow: Any, refusal: Any, outcome: Any) -> None:
+    """What counting one decision in the metrics costs (part of guard.finish when the
+    gateway has metrics): in one process, and in multiprocess mode as under serve."""
+    try:
+        from tokenward.guard.settle import decision_record
+        from tokenward.metrics import MULTIPROC_ENV, Metrics
+    except ImportError:  # a build without metrics
+        return
+    allowed = decision_record(facts[0], allow, outcome, 0.1, 0.2, 0.001)
+    refused_outcome = type(outcome)()
+    refused_outcome.status = refusal.status
+    refused = decision_record(facts[0], refusal, refused_outcome, 0.1, 0.1, None)
+    metrics = Metrics(multiprocess=False)
+    await timeit("Metrics.decision(): an allowed call, own registry", lambda i: metrics.decision(
+        policy, facts[i], allow, outcome, allowed))  # fmt: skip
+    await timeit("Metrics.decision(): a refusal, own registry", lambda i: metrics.decision(
+        policy, facts[i], refusal, refused_outcome, refused))  # fmt: skip
+    with tempfile.TemporaryDirectory() as directory:
+        os.environ[MULTIPROC_ENV] = directory
+        try:
+            shared = Metrics(multiprocess=True)
+            await timeit("Metrics.decision(): an allowed call, multiprocess files", lambda i: shared.decision(
+                policy, facts[i], allow, outcome, allowed))  # fmt: skip
+            await timeit("Metrics.decision(): a refusal, multiprocess files", lambda i: shared.decision(
+                policy, facts[i], refusal, refused_outcome, refused))  # fmt: skip
+        finally:
+            os.environ.pop(MULTIPROC_ENV, None)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=4.0)
     p.add_argument("--conc", type=int, default=16)
+    p.add_argument("--no-metrics", action="store_true", help="admin.metrics: false (what the metrics cost)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tokenward-refusal-"))
     db = tmp / "decisions.db"
-    policy = h.write_policy(tmp / "policy.yaml", db, extra=h.LOAD_GENERATOR_POLICY)
+    extra = h.LOAD_GENERATOR_POLICY + ("\nadmin: {metrics: false}" if args.no_metrics else "")
+    policy = h.write_policy(tmp / "policy.yaml", db, extra=extra)
     if args.log_options:
         policy.write_text(policy.read_text().replace(f"log: sqlite:///{db}", f"log: sqlite:///{db}{args.log_options}"))
     up = h.start_upstream(tmp)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import random
 import socket
+import time
 
 import httpx
 import pytest
 from tests.conftest import GatewayProc
 from tests.independent_client import chat_body, get_challenge, proof_header
+
+from tokenward.log import find
 
 CHAT = "/v1/chat/completions"
 
@@ -40,7 +43,13 @@ def test_non_json_body_is_bad_request(gateway: GatewayProc, body: bytes) -> None
     r = httpx.post(gateway.url + CHAT, content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text
     assert error_code(r) == "bad_request"
-    assert r.headers["tokenward-decision"] == "block"
+    assert r.headers["tokenward-decision"] == "invalid"
+    # Logged as what it is: an invalid request, not a verdict on the client.
+    deadline = time.monotonic() + 10
+    while (row := find(f"sqlite:///{gateway.db}", r.headers["tokenward-request-id"])) is None:
+        assert time.monotonic() < deadline, "the refusal was not logged"
+        time.sleep(0.1)
+    assert row["action"] == "invalid" and row["code"] == "bad_request" and row["name"].startswith("request/")
 
 
 def test_bad_json_is_refused_even_with_a_valid_proof(gateway: GatewayProc) -> None:

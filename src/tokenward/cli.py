@@ -10,30 +10,61 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
+from .cli_output import mask_uri, print_json, print_table
 from .policy import Mode, Policy, PolicyError, Problem, load_policy
 from .proof.keys import KeyRing, KeyRingError, encode_key, write_key_file
 
+if TYPE_CHECKING:
+    from .cli_secrets import UnsetSecret
+    from .server import AdminListener
+
+# Help is plain text (rich_markup_mode=None: no "<bool>" after flags, brackets printed as
+# written, nothing boxed when piped); -h is --help on every command.
+HELP_NAMES = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     help="tokenward: per-request proof and abuse gateway for paid AI endpoints.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
+    context_settings=HELP_NAMES,
 )
-log_app = typer.Typer(help="Read the decision log.", no_args_is_help=True)
-app.add_typer(log_app, name="log")
 console = Console()
+console.soft_wrap = not console.is_terminal  # piped: lines are never wrapped at COLUMNS
 err = Console(stderr=True, soft_wrap=True)  # paths and problems stay on one line
 
 PolicyOpt = Annotated[Path | None, typer.Option("--policy", "-p", help="policy YAML file (default: built-in)")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from . import __version__
+
+        try:
+            number = version("tokenward")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            number = __version__
+        sys.stdout.write(f"tokenward {number}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    pass
 
 
 def _load(policy: Path | None, upstream: str | None = None, *, evidence: bool = False) -> Policy:
@@ -93,32 +124,103 @@ def serve(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
     workers: Annotated[int, typer.Option(help="worker processes (memory store: 1)")] = 1,
     log_level: Annotated[str, typer.Option(help="server log level")] = "warning",
+    log_format: Annotated[
+        str, typer.Option(help="the gateway's own log: text, or json (one object per line)")
+    ] = "text",
+    admin_port: Annotated[
+        int | None, typer.Option(help="admin listener port: /metrics and the dashboard (default: admin.port)")
+    ] = None,
+    admin_host: Annotated[
+        str | None, typer.Option(help="admin listener address (default: the policy's admin.host, 127.0.0.1)")
+    ] = None,
 ) -> None:
     """Run the gateway in front of an upstream LLM endpoint."""
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("use text or json", param_hint="--log-format")
+    say = _reporter(log_format)
     problem = _key_files_problem(_load(policy, upstream))
     if problem is not None:
-        err.print(
-            f"cannot serve {policy or 'the default policy'}: {problem}", style="red", markup=False, highlight=False
-        )
+        say("error", f"cannot serve {policy or 'the default policy'}: {problem}")
         raise typer.Exit(2)
     pol = _load(policy, upstream, evidence=True)
     if pol.upstream is None:
-        err.print("[red]no upstream: pass --upstream URL or set upstream.url in the policy[/red]")
+        say("error", "no upstream: pass --upstream URL or set upstream.url in the policy")
         raise typer.Exit(2)
     if workers > 1 and pol.store.startswith("memory:"):
-        err.print("[red]the memory store lives in one process: use --workers 1 (or a shared store)[/red]")
+        say("error", "the memory store lives in one process: use --workers 1 (or a shared store)")
         raise typer.Exit(2)
     _check_port(host, port)
-    console.print(
+    admin = _admin_listener(pol, admin_host, admin_port, say)
+    say(
+        "info",
         f"tokenward gateway on http://{host}:{port} -> {pol.upstream.url} "
-        f"({len([r for r in pol.routes if r.protect])} protected routes, mode {pol.mode.value})"
+        f"({len([r for r in pol.routes if r.protect])} protected routes, mode {pol.mode.value})",
     )
+    if admin is not None:
+        say("info", f"admin listener on http://{admin.host}:{admin.port}: /metrics, /.tokenward/dashboard")
     from .server import serve as run
 
     run(
         {"policy": str(policy) if policy else None, "upstream": upstream},
-        host=host, port=port, workers=workers, log_level=log_level, header_timeout=pol.header_timeout,
+        host=host, port=port, workers=workers, log_level=log_level, log_format=log_format,
+        header_timeout=pol.header_timeout, admin=admin,
     )  # fmt: skip
+
+
+def _reporter(log_format: str) -> Callable[[str, str], None]:
+    """How ``serve`` reports before the server starts: as the server's log will (one JSON
+    object per line with ``--log-format json``), or as text (errors red on stderr)."""
+    if log_format == "json":
+        import logging
+
+        from .oplog import JsonFormatter
+
+        formatter = JsonFormatter()
+
+        def as_json(level: str, text: str) -> None:
+            record = logging.LogRecord("tokenward", logging.getLevelName(level.upper()), "", 0, text, None, None)
+            sys.stderr.write(formatter.format(record) + "\n")
+
+        return as_json
+
+    def as_text(level: str, text: str) -> None:
+        if level == "info":
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            err.print(text, style="red" if level == "error" else "yellow", markup=False, highlight=False)
+
+    return as_text
+
+
+def _admin_listener(
+    pol: Policy, host: str | None, port: int | None, say: Callable[[str, str], None]
+) -> AdminListener | None:
+    """The admin listener's settings, checked: a token that is long enough, and no open
+    metrics on a non-loopback address (docs/observability.md)."""
+    from .admin.app import is_loopback
+    from .errors import ConfigurationError
+    from .server import AdminListener
+
+    host = host or pol.admin.host
+    port = port if port is not None else pol.admin.port
+    try:
+        token = pol.admin.token()
+    except ConfigurationError as exc:
+        say("error", str(exc))
+        raise typer.Exit(2) from None
+    if port is None:
+        return None
+    if token is None and not is_loopback(host):
+        say(
+            "error",
+            f"the admin listener on {host} would serve metrics to anyone: set {pol.admin.token_env} "
+            "(an admin token) or listen on 127.0.0.1",
+        )
+        raise typer.Exit(2)
+    _check_port(host, port)
+    if token is None:
+        say("warning", f"no {pol.admin.token_env}: the dashboard is off; /metrics is open on {host}")
+    return AdminListener(host=host, port=port, log_uri=pol.log, token_env=pol.admin.token_env)
 
 
 def _free_port(host: str) -> int:
@@ -180,31 +282,107 @@ def demo(
 
 @app.command("check-policy")
 def check_policy(
-    file: Annotated[Path, typer.Argument(help="policy YAML file")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="policy YAML file")],
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document (docs/operations.md)")] = False,
+    no_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--no-secrets",
+            help="validate without the secrets (CI): unset ${VAR} and key_env variables get placeholders, "
+            "and are listed as not checked",
+        ),
+    ] = False,
 ) -> None:
     """Validate a policy and print what it protects. Exit code 2 when it is invalid."""
-    pol = _load(file, evidence=True)  # reads the key files it names too
-    if pol.proof.keys_file is None:  # keys from the environment: as serve will read them
-        problem = _key_files_problem(pol)
+    from .cli_secrets import placeholders, unset_secrets
+    from .evidence import prepare_evidence
+    from .policy import read_policy_data
+
+    unset: list[UnsetSecret] = []
+    try:
+        if no_secrets:
+            unset = unset_secrets(read_policy_data(file))
+        with placeholders(unset):
+            pol = load_policy(file)
+            prepare_evidence(pol, str(file), models=False)  # reads the files it names too
+            # keys from the environment: as serve will read them
+            problem = _key_files_problem(pol) if pol.proof.keys_file is None else None
         if problem is not None:
-            err.print(str(PolicyError([Problem("", problem)], str(file))), style="red", markup=False, highlight=False)
-            raise typer.Exit(2)
-    table = Table(title=f"{file}: valid", show_lines=False)
-    for col in ("route", "api", "protected", "methods", "difficulty", "ttl s", "mode", "body cap"):
-        table.add_column(col)
-    for r in pol.routes:
-        table.add_row(
-            escape(r.path), r.api.value, "yes" if r.protect else "no (forwarded)",
-            ",".join(r.methods) if r.protect else "-",
-            str(pol.difficulty_for(r)) if r.protect else "-",
-            f"{pol.ttl_for(r):g}" if r.protect else "-",
-            pol.mode_for(r).value if r.protect else "-",
-            str(pol.body_cap_for(r)),
+            raise PolicyError([Problem("", problem)], str(file))
+    except PolicyError as exc:
+        if as_json:
+            problems = [{"where": p.where, "message": p.message} for p in exc.problems]
+            print_json({"file": str(file), "valid": False, "problems": problems, "unchecked_secrets": _unset(unset)})
+        err.print(str(exc), style="red", markup=False, highlight=False)
+        if not no_secrets and any("environment variable" in p.message for p in exc.problems):
+            err.print(f"to validate without secrets (CI): tokenward check-policy --no-secrets {file}", style="yellow")
+        raise typer.Exit(2) from None
+    protected = [r for r in pol.routes if r.protect]
+    warnings = []
+    if not pol.budgets and pol.breaker.ceiling is None:
+        warnings.append("no budget and no spend breaker: nothing caps what attackers can spend")
+    if any(pol.mode_for(r) is Mode.SHADOW for r in protected):
+        warnings.append("shadow mode: refusals are logged but requests are forwarded")
+    anyone = [r.path for r in protected if r.clients == "any" and r.signed != "require"]
+    if anyone:
+        warnings.append(
+            f"{', '.join(anyone)}: clients: any, so an SDK adapter or a script that solves proofs is judged like "
+            "your page; a route only your page calls should say clients: browser, one only your servers call "
+            "signed: require (docs/risk.md)"
+        )
+    if unset:
+        names = ", ".join(f"{s.variable} ({s.where})" for s in unset)
+        warnings.append(f"not checked, unset (placeholders used): {names}")
+    if as_json:
+        print_json(
+            {
+                "file": str(file), "valid": True, "problems": [],
+                "routes": [
+                    {
+                        "path": r.path, "api": r.api.value, "protected": r.protect,
+                        "methods": list(r.methods) if r.protect else [],
+                        "difficulty": pol.difficulty_for(r) if r.protect else None,
+                        "ttl": pol.ttl_for(r) if r.protect else None,
+                        "mode": pol.mode_for(r).value if r.protect else None,
+                        "body_cap": pol.body_cap_for(r),
+                    }
+                    for r in pol.routes
+                ],
+                "other_routes": "forward" if pol.other_routes == "pass" else "refuse",
+                "upstream": pol.upstream.url if pol.upstream else None,
+                "store": mask_uri(pol.store), "log": mask_uri(pol.log),
+                "trusted_proxies": list(pol.trusted_proxies),
+                "limits": [{"name": x.name, "key": x.key, "limit": x.limit, "window": x.window} for x in pol.limits],
+                "budgets": [{"name": b.name, "key": b.key, "usd": b.usd, "window": b.window} for b in pol.budgets],
+                "breaker": {"usd": pol.breaker.ceiling, "window": pol.breaker.window} if pol.breaker.ceiling else None,
+                "warnings": warnings,
+                "unchecked_secrets": _unset(unset),
+            }
         )  # fmt: skip
-    console.print(table)
+        return
+    print_table(
+        console, f"{file}: valid",
+        ("route", "api", "protected", "methods", "difficulty", "ttl s", "mode", "body cap"),
+        [
+            (
+                r.path, r.api.value, "yes" if r.protect else "no (forwarded)",
+                ",".join(r.methods) if r.protect else "-",
+                str(pol.difficulty_for(r)) if r.protect else "-",
+                f"{pol.ttl_for(r):g}" if r.protect else "-",
+                pol.mode_for(r).value if r.protect else "-",
+                str(pol.body_cap_for(r)),
+            )
+            for r in pol.routes
+        ],
+        right=("difficulty", "ttl s", "body cap"), lead=1,
+    )  # fmt: skip
     console.print(f"other routes: {'forwarded' if pol.other_routes == 'pass' else 'refused (404)'}")
     console.print(f"upstream: {pol.upstream.url if pol.upstream else '(none: pass --upstream to serve)'}")
-    console.print(f"store: {pol.store}   log: {pol.log}   trusted proxies: {', '.join(pol.trusted_proxies) or 'none'}")
+    console.print(
+        f"store: {mask_uri(pol.store)}   log: {mask_uri(pol.log)}   "
+        f"trusted proxies: {', '.join(pol.trusted_proxies) or 'none'}",
+        markup=False, highlight=False,
+    )  # fmt: skip
     console.print(
         "limits: " + (", ".join(f"{escape(x.name)} ({x.key}: {x.limit:g}/{x.window:g}s)" for x in pol.limits) or "none")
     )
@@ -213,157 +391,24 @@ def check_policy(
         + (", ".join(f"{escape(b.name)} ({b.key}: ${b.usd:g}/{b.window:g}s)" for b in pol.budgets) or "none")
         + (f"   spend breaker: ${pol.breaker.ceiling:g}/{pol.breaker.window:g}s" if pol.breaker.ceiling else "")
     )
-    if not pol.budgets and pol.breaker.ceiling is None:
-        console.print("[yellow]no budget and no spend breaker: nothing caps what attackers can spend[/yellow]")
-    if any(pol.mode_for(r) is Mode.SHADOW for r in pol.routes if r.protect):
-        console.print("[yellow]shadow mode: refusals are logged but requests are forwarded[/yellow]")
+    for warning in warnings:
+        console.print(warning, style="yellow", markup=False, highlight=False)
 
 
-def _log_uri(policy: Path | None, db: Path | None) -> str:
-    """The decision log to read: ``--db FILE`` (SQLite) or the policy's ``log`` URI."""
-    return f"sqlite:///{db}" if db is not None else _load(policy).log
+def _unset(unset: list[UnsetSecret]) -> list[dict[str, str]]:
+    return [{"variable": s.variable, "where": s.where} for s in unset]
 
 
-@log_app.command("tail")
-def log_tail(
-    policy: PolicyOpt = None,
-    db: Annotated[Path | None, typer.Option(help="SQLite decision log (default: the policy's log)")] = None,
-    n: Annotated[int, typer.Option("-n", help="how many decisions")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
-) -> None:
-    """Show the most recent decisions, newest first, with their reasons."""
-    import orjson
-
-    from .log import recent
-
-    uri = _log_uri(policy, db)
-    try:
-        rows = recent(uri, n)
-    except (FileNotFoundError, ConnectionError) as exc:
-        err.print(str(exc), style="red", markup=False, highlight=False)
-        raise typer.Exit(1) from None
-    if as_json:
-        for row in rows:
-            sys.stdout.write(orjson.dumps(row, default=str).decode() + "\n")
-        return
-    table = Table(title=f"last {len(rows)} decisions in {escape(str(db) if db else uri.split('?')[0])}")
-    for col in ("time", "request", "client", "route", "action", "rule", "status", "reasons", "ms"):
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        action = row["action"] + (f" (shadow: {row['shadow_action']})" if row["shadow_action"] else "")
-        cells = (
-            datetime.fromtimestamp(row["ts"], UTC).strftime("%H:%M:%S.%f")[:-3],
-            row["request_id"][:10], row["client_ip"], row["route"] or row["path"], action,
-            row["name"], str(row["status"]), ", ".join(row["reasons"]), f"{row['decision_ms']:.2f}",
-        )  # fmt: skip
-        table.add_row(*(escape(c) for c in cells))
-    console.print(table)
-
-
-@app.command()
-def explain(
-    request_id: Annotated[
-        str, typer.Argument(help="the Tokenward-Request-Id (or its first characters, as log tail shows)")
-    ],
-    policy: PolicyOpt = None,
-    db: Annotated[Path | None, typer.Option(help="SQLite decision log (default: the policy's log)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="the decision's log row as JSON")] = False,
-) -> None:
-    """One decision in words: every signal and its weight, the score against the route's
-    thresholds, the rule that matched, and what would have changed the outcome."""
-    import orjson
-
-    from .explain import explain as explain_row
-    from .log import find
-
-    uri = _log_uri(policy, db)
-    try:
-        row = find(uri, request_id)
-    except (FileNotFoundError, ConnectionError) as exc:
-        err.print(str(exc), style="red", markup=False, highlight=False)
-        raise typer.Exit(1) from None
-    if row is None:
-        err.print(f"no decision with request id {request_id!r} in the log", style="red", markup=False, highlight=False)
-        raise typer.Exit(1)
-    if as_json:
-        sys.stdout.write(orjson.dumps(row, default=str).decode() + "\n")
-        return
-    for line in explain_row(row, _load(policy) if db is None or policy is not None else None):
-        sys.stdout.write(line + "\n")
-
-
-from .cli_keys import keys_app  # noqa: E402 - the sub-app is defined in its own module
+from .cli_keys import keys_app  # noqa: E402 - the sub-apps are defined in their own modules
+from .cli_log import db_app, explain, log_app, spend  # noqa: E402
 from .cli_simulate import simulate as _simulate  # noqa: E402
 
 app.add_typer(keys_app, name="keys")
-app.command("simulate")(_simulate)
-
-db_app = typer.Typer(help="The decision log's database.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
 app.add_typer(db_app, name="db")
-
-
-@db_app.command("init")
-def db_init(policy: PolicyOpt = None) -> None:
-    """Create the decision log's tables (PostgreSQL; SQLite logs create themselves)."""
-    uri = _load(policy).log
-    if not uri.startswith(("postgresql:", "postgres:")):
-        console.print(f"{escape(uri)}: SQLite logs are created on first start; nothing to do")
-        return
-    from .log.postgres import init_schema, mask_dsn
-
-    try:
-        init_schema(uri)
-    except Exception as exc:  # psycopg's errors: report them as they are, never a traceback
-        err.print(f"cannot initialise {mask_dsn(uri)}: {exc}", style="red", markup=False, highlight=False)
-        raise typer.Exit(1) from None
-    console.print(f"decision log tables ready in {escape(mask_dsn(uri))}")
-
-
-def _since(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        return time.time() - float(text[:-1]) * units[text[-1]]
-    except (KeyError, ValueError, IndexError):
-        raise typer.BadParameter("use a number and a unit, e.g. 30m, 24h, 7d") from None
-
-
-@app.command()
-def spend(
-    policy: PolicyOpt = None,
-    db: Annotated[Path | None, typer.Option(help="SQLite decision log (default: the policy's)")] = None,
-    since: Annotated[str, typer.Option(help="how far back: 30m, 24h, 7d")] = "24h",
-    by: Annotated[str, typer.Option(help="group spend by route, model, client or name")] = "route",
-) -> None:
-    """Upstream spend from the decision log: what was spent, by what, and what was refused."""
-    from .log import runner
-    from .log.queries import spend_report
-
-    try:
-        report = spend_report(runner(_log_uri(policy, db)), _since(since), by)
-    except (FileNotFoundError, ConnectionError) as exc:
-        err.print(str(exc), style="red", markup=False, highlight=False)
-        raise typer.Exit(1) from None
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    exact = report.calls - report.estimated_calls
-    console.print(
-        f"[bold]${report.spent:,.4f}[/bold] upstream spend over {report.calls} calls in the last {escape(since)}"
-        f" ({exact} with usage reported by the upstream, {report.estimated_calls} counted from streamed text)"
-    )
-    table = Table(title=f"spend by {by}")
-    for col in (by, "calls", "USD", "tokens in", "tokens out"):
-        table.add_column(col, overflow="fold")
-    for key, calls, usd, tin, tout in report.by:
-        table.add_row(escape(key), str(calls), f"{usd:,.4f}", f"{tin:,}", f"{tout:,}")
-    console.print(table)
-    refused = Table(title="refused before reaching the upstream")
-    for col in ("rule", "requests", "USD they would have held"):
-        refused.add_column(col)
-    for name, count, usd in report.refused:
-        refused.add_row(escape(name), str(count), f"{usd:,.4f}" if usd else "-")
-    console.print(refused)
-    calls, usd = report.degraded
-    console.print(f"degraded: {calls} calls, ${usd:,.4f}")
+app.command()(explain)
+app.command()(spend)
+app.command("simulate")(_simulate)
 
 
 @app.command(
@@ -377,6 +422,19 @@ def eval_content(ctx: typer.Context) -> None:
     from .content.evaluate import main as evaluate
 
     raise typer.Exit(evaluate(list(ctx.args)))
+
+
+@app.command(
+    "calibrate",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def calibrate(ctx: typer.Context) -> None:
+    """Propose a route's purpose threshold from the fits its decision log recorded, for a
+    target in-purpose flag rate, with the distribution shown (--help for its options)."""
+    from .content.calibrate import main as run_calibrate
+
+    raise typer.Exit(run_calibrate(list(ctx.args)))
 
 
 @app.command()

@@ -24,16 +24,21 @@ from urllib.parse import urlsplit
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
+from .cli_output import print_table
 from .proof.signature import private_key_b64url, private_key_pem
 from .trusted_clients import ClientsError, ClientsSettings, KeyFile, KeyRecord, StoreKeys, new_key
 
 __all__ = ["keys_app", "parse_duration"]
 
-keys_app = typer.Typer(help="Signing keys of trusted server clients (RFC 9421 signed requests).", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Signing keys of trusted server clients (RFC 9421 signed requests).",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain help, as the main app's
+)
 err = Console(stderr=True, soft_wrap=True)  # long paths and keyids stay on one line
 out = Console()
+out.soft_wrap = not out.is_terminal  # piped: never wrapped at COLUMNS
 
 T = TypeVar("T")
 
@@ -232,9 +237,12 @@ def _routes_for(
 
 @keys_app.command("create")
 def create(
-    client: Annotated[str, typer.Argument(help="client name (letters, digits, _ . -)")],
+    client: Annotated[str, typer.Argument(metavar="CLIENT", help="client name (letters, digits, _ . -)")],
     route: Annotated[
-        list[str] | None, typer.Option("--route", "-r", help="a route it may call: path, prefix/*, or '*'")
+        list[str] | None,
+        typer.Option(
+            "--route", "-r", metavar="<path>", help="a route it may call: path, prefix/*, or '*' (repeatable)"
+        ),
     ] = None,
     keyid: Annotated[str | None, typer.Option(help="key id (default: CLIENT.<key thumbprint>)")] = None,
     keys_file: KeysFileOpt = None,
@@ -279,18 +287,18 @@ def list_keys(
     if as_json:
         typer.echo(json.dumps([{**r.to_dict(), "state": r.state(now)} for r in records], indent=2))
         return
-    table = Table(title=f"keys in {keys.where}")
-    for col in ("keyid", "client", "state", "created", "until", "routes"):
-        table.add_column(col)
+    rows = []
     for r in records:
         until = r.revoked_at if r.revoked_at is not None else r.not_after
-        table.add_row(r.keyid, r.client, r.state(now), _when(r.created_at), _when(until), ", ".join(r.routes))
-    out.print(table)
+        rows.append((r.keyid, r.client, r.state(now), _when(r.created_at), _when(until), ", ".join(r.routes)))
+    print_table(
+        out, f"keys in {keys.where}", ("keyid", "client", "state", "created", "until", "routes"), rows, wrap="routes"
+    )
 
 
 @keys_app.command("revoke")
 def revoke(
-    keyid: Annotated[str, typer.Argument(help="the key to refuse from now on")],
+    keyid: Annotated[str, typer.Argument(metavar="KEYID", help="the key to refuse from now on")],
     keys_file: KeysFileOpt = None,
     store: StoreOpt = None,
     policy: PolicyOpt = None,
@@ -311,7 +319,7 @@ def revoke(
 
 @keys_app.command("rotate")
 def rotate(
-    client: Annotated[str, typer.Argument(help="the client to give a new key")],
+    client: Annotated[str, typer.Argument(metavar="CLIENT", help="the client to give a new key")],
     overlap: Annotated[str, typer.Option(help="how long its current keys stay valid: 0, 15m, 24h, 7d")] = "24h",
     keys_file: KeysFileOpt = None,
     store: StoreOpt = None,

@@ -32,7 +32,7 @@ from tokenward.sdk.signing import RequestSigner
 
 CHAT, MESSAGES, SIGNED = "/v1/chat/completions", "/v1/messages", "/api/chat"
 FLAVOUR = {CHAT: "openai", MESSAGES: "anthropic", SIGNED: "custom"}
-ACTIONS = {"allow", "challenge", "throttle", "block", "degrade"}
+ACTIONS = {"allow", "challenge", "throttle", "block", "degrade", "invalid"}
 SOCKET = settings(max_examples=250, deadline=None, derandomize=True, database=None,
                   suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
 # An ECDSA key on another curve, and an SPKI whose algorithm OID is unknown (once a 500).

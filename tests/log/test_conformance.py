@@ -134,6 +134,8 @@ FULL: dict[str, Any] = {
     "usage_exact": True,
     "cost_usd": 0.015625,
     "reserved_usd": 0.5,
+    "held_usd": 0.25,
+    "account": "acct-ü 1",
 }
 
 # None, 0 and empty are different values and stay different.
@@ -141,12 +143,12 @@ EMPTY_A: dict[str, Any] = {
     **FULL, "request_id": "req-empty-a", "route": None, "code": None, "shadow_action": None, "reasons": [],
     "signals": [], "proof": {}, "risk": None, "status": 0, "decision_ms": 0.0, "total_ms": 0.0,
     "upstream_status": 0, "error": "", "model": None, "tokens_in": 0, "tokens_out": None, "usage_exact": False,
-    "cost_usd": 0.0, "reserved_usd": None,
+    "cost_usd": 0.0, "reserved_usd": None, "held_usd": 0.0, "account": "",
 }  # fmt: skip
 EMPTY_B: dict[str, Any] = {
     **FULL, "request_id": "req-empty-b", "route": "", "code": "", "shadow_action": "", "proof": None,
     "risk": {}, "upstream_status": None, "error": None, "model": "", "tokens_in": None, "tokens_out": 0,
-    "usage_exact": None, "cost_usd": None, "reserved_usd": 0.0,
+    "usage_exact": None, "cost_usd": None, "reserved_usd": 0.0, "held_usd": None, "account": None,
 }  # fmt: skip
 
 

@@ -42,7 +42,7 @@ ROUTES = [
     {"path": CUSTOM, "api": "custom", "model": "gpt-4o", "max_output_tokens": 256},
     {"path": "/_demo/*", "protect": False},
 ]
-SEEN_ACTIONS = {"allow", "challenge", "throttle", "block", "degrade"}
+SEEN_ACTIONS = {"allow", "challenge", "throttle", "block", "degrade", "invalid"}
 
 
 def post(gw: GatewayProc, path: str, body: bytes, **headers: str) -> httpx.Response:
@@ -221,7 +221,7 @@ def test_body_limits_are_policy_settings(tmp_path: Path, demo_upstream: Upstream
         assert post(g, CHAT, orjson.dumps(three)).status_code == 200
         r = post(g, CHAT, orjson.dumps({**three, "messages": three["messages"] * 2}))
         assert r.status_code == 400 and "6 messages" in r.json()["error"]["message"]
-        assert r.headers["tokenward-decision"] == "block"
+        assert r.headers["tokenward-decision"] == "invalid"
     finally:
         g.stop()
 

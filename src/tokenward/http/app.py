@@ -15,6 +15,7 @@ from ..errors import ConfigurationError
 from ..evidence import Evidence, prepare_evidence
 from ..guard import Guard
 from ..log import open_log
+from ..metrics import Metrics
 from ..policy import Policy, load_policy
 from ..proof import KeyRing
 from ..store import open_store
@@ -58,6 +59,7 @@ def create_gateway(
         keys=keys or load_keys(policy),
         log=open_log(policy.log),
         clock=clock,
+        metrics=Metrics() if policy.admin.metrics else None,
     )
     return Gateway(guard, Upstream(policy.upstream), watcher=watch(guard) if watch else None)
 

@@ -107,7 +107,7 @@ async def _refuse(scope: Scope, send: Send, guard: Guard, code: str, problem: st
         b"", None, guard.trusted, request_id, guard.clock(),
     )  # fmt: skip
     name = _NAMES[code]
-    decision = Decision(Action.BLOCK, name, (name,), code=code, message=problem)
+    decision = Decision(Action.INVALID, name, (name,), code=code, message=problem)
     outcome = RequestOutcome()
     outcome.status = decision.status
     # Logged (journaled) before it is sent, like every refusal. The connection closes

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from importlib import resources
 
 import orjson
 
+from ..admin.auth import presented
 from ..decision import Flavour
 from ..guard import DEVICE_ROUTE, Guard, new_request_id
+from ..metrics import CONTENT_TYPE, Metrics
 from ..policy import RouteSettings
 from ..store import StoreUnavailable
 from .common import BodyRefused, Receive, Scope, Send, read_body, send_error, send_json
+from .cors import EndpointCors, endpoint_cors
 from .gate import build_facts
 
 __all__ = ["PREFIX", "Endpoints"]
 
 PREFIX = "/.tokenward/"
+# The endpoints a page on another origin uses (the SDK), with their methods.
+_CORS_METHODS = {"challenge": b"POST", "device": b"POST", "sdk.js": b"GET"}
 _CHALLENGE_BODY_CAP = 4096
 
 
@@ -29,10 +35,26 @@ class Endpoints:
     def __init__(self, guard: Guard):
         self.guard = guard
         self._sdk: bytes | None = None
+        # /.tokenward/metrics needs the admin token (docs/observability.md); none: 404.
+        self._admin_token = guard.policy.admin.token()
+        self._cors_policy: object = None
+        self._cors_union: EndpointCors | None = None
+
+    def _cors(self) -> EndpointCors | None:
+        """The routes' origins, for the endpoints a page on another origin calls (per policy)."""
+        policy = self.guard.policy
+        if policy is not self._cors_policy:
+            self._cors_union, self._cors_policy = EndpointCors.of(policy), policy
+        return self._cors_union
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         name = scope["path"][len(PREFIX) :]
         method = scope["method"]
+        if name in _CORS_METHODS and (cors := self._cors()) is not None:  # docs/browser-sdk.md
+            cors_send = await endpoint_cors(scope, send, cors, _CORS_METHODS[name])
+            if cors_send is None:
+                return  # a preflight, answered
+            send = cors_send
         if name == "challenge":
             if method != "POST":
                 await _method_not_allowed(send, "POST")
@@ -47,6 +69,8 @@ class Endpoints:
             await self.health(send)
         elif name == "sdk.js":
             await self.sdk(send)
+        elif name == "metrics" and self._admin_token is not None and self.guard.metrics is not None:
+            await self.metrics(scope, send, self._admin_token, self.guard.metrics)
         else:
             await send_error(send, Flavour.CUSTOM, "not_found", "No such tokenward endpoint.")
 
@@ -137,6 +161,27 @@ class Endpoints:
             }
         )
         await send({"type": "http.response.body", "body": self._sdk})
+
+    async def metrics(self, scope: Scope, send: Send, token: str, metrics: Metrics) -> None:
+        if not presented(token, scope["headers"]):
+            await send_error(
+                send, Flavour.CUSTOM, "unauthorized", "Send the admin token: Authorization: Bearer <token>.",
+                [(b"www-authenticate", b'Bearer realm="tokenward"')],
+            )  # fmt: skip
+            return
+        body = await asyncio.to_thread(metrics.render)  # multiprocess mode reads every worker's file
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", CONTENT_TYPE.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 async def _method_not_allowed(send: Send, allowed: str) -> None:

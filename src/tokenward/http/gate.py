@@ -137,6 +137,8 @@ class Gate:
                 decision = _GATEWAY_ERROR
             if not finished:
                 elapsed = time.perf_counter()
+                if outcome.first_byte_ms is not None:  # measured from the upstream call
+                    outcome.first_byte_ms += (decided - started) * 1000
                 await guard.finish(
                     facts, decision, outcome,
                     decision_ms=(decided - started) * 1000, total_ms=(elapsed - started) * 1000,
@@ -178,7 +180,7 @@ _UNREADABLE = {  # why a body could not be read -> the decision's name
 
 def _unreadable(exc: BodyRefused) -> Decision:
     name = _UNREADABLE[exc.code]
-    return Decision(Action.BLOCK, name, (name,), code=exc.code, message=exc.message)
+    return Decision(Action.INVALID, name, (name,), code=exc.code, message=exc.message)
 
 
 def _encoded(scope: Scope) -> Decision | None:
@@ -190,6 +192,6 @@ def _encoded(scope: Scope) -> Decision | None:
     else:
         return None
     return Decision(
-        Action.BLOCK, "request/encoded", ("request/encoded",), code="unsupported_encoding",
+        Action.INVALID, "request/encoded", ("request/encoded",), code="unsupported_encoding",
         message="Request bodies must not be compressed (Content-Encoding) on this endpoint.",
     )  # fmt: skip

@@ -19,12 +19,14 @@ from ..decision import Decision
 from ..facts import RequestFacts
 from ..guard import Guard, RequestOutcome
 from ..log import open_log
+from ..metrics import Metrics
 from ..money.call import CallPlan
 from ..money.usage import UsageMeter
 from ..policy import Policy, load_policy
 from ..store import open_store
 from .app import load_keys
 from .common import ASGIApp, Message, Receive, Scope, Send
+from .cors import route_cors
 from .edge import admit
 from .endpoints import PREFIX, Endpoints
 from .gate import Gate
@@ -56,7 +58,13 @@ class TokenwardMiddleware:
         self.app = app
         if guard is None:
             pol = policy if isinstance(policy, Policy) else load_policy(policy)
-            guard = Guard(pol, store=open_store(pol.store), keys=load_keys(pol), log=open_log(pol.log))
+            guard = Guard(
+                pol,
+                store=open_store(pol.store),
+                keys=load_keys(pol),
+                log=open_log(pol.log),
+                metrics=Metrics() if pol.admin.metrics else None,
+            )
         self.guard = guard
         self.gate = Gate(guard)
         self.endpoints = Endpoints(guard)
@@ -84,6 +92,11 @@ class TokenwardMiddleware:
             await self.endpoints(scope, receive, send)
             return
         route = self.guard.policy.route_for(path)
+        if route is not None and route.protect and route.cors is not None:  # docs/browser-sdk.md
+            cors_send = await route_cors(scope, send, route)
+            if cors_send is None:
+                return  # a preflight, answered
+            send = cors_send
         if route is None or not route.protect or scope["method"] not in route.methods:
             await self.app(scope, receive, send)
             return
@@ -96,6 +109,10 @@ class TokenwardMiddleware:
         replayed = False
         call: CallPlan | None = decision.work.call
         body = call.body if call is not None and call.body is not None else facts.body
+        if body is not facts.body:
+            # The app reads the body the gateway planned (usage asked for, a degrade, a
+            # server-held conversation): its headers must give that body's length.
+            scope = {**scope, "headers": _with_length(scope["headers"], len(body))}
         meter: UsageMeter | None = None
 
         async def replay() -> Message:
@@ -146,3 +163,10 @@ class TokenwardMiddleware:
             await send(message)
 
         await self.app(scope, receive_and_start, send_and_close)
+
+
+def _with_length(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[bytes, bytes]]:
+    """``headers`` with one Content-Length of ``length`` and no Transfer-Encoding: the
+    body is replayed to the app whole, whatever framing the client used."""
+    kept = [(k, v) for k, v in headers if k not in (b"content-length", b"transfer-encoding")]
+    return [*kept, (b"content-length", str(length).encode())]

@@ -10,6 +10,7 @@ from ..decision import Flavour
 from ..guard import Guard, RequestOutcome
 from ..watch import PolicyWatcher
 from .common import BodyRefused, Receive, Scope, Send, read_body, send_error
+from .cors import route_cors
 from .edge import admit
 from .endpoints import PREFIX, Endpoints
 from .gate import Gate, build_facts
@@ -68,7 +69,13 @@ class Gateway:
             return
         if not route.protect:
             await self.pass_through(scope, receive, send)
-        elif scope["method"] in route.methods:
+            return
+        if route.cors is not None:  # browsers on other origins (docs/browser-sdk.md)
+            cors_send = await route_cors(scope, send, route)
+            if cors_send is None:
+                return  # a preflight, answered
+            send = cors_send
+        if scope["method"] in route.methods:
             await self.gate(scope, receive, send, route, self.upstream.forward)
         else:
             await send_error(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import aiohttp
 from multidict import CIMultiDict
@@ -28,6 +29,7 @@ from ..decision import Decision
 from ..facts import RequestFacts
 from ..guard import RequestOutcome
 from ..money.call import CallPlan
+from ..money.usage import UsageMeter
 from ..policy import UpstreamSettings
 from .common import Receive, Scope, Send, send_error
 
@@ -148,6 +150,7 @@ class Upstream:
             outcome.model = call.model
         state: dict[str, aiohttp.ClientResponse | bool] = {}
         watcher = _DisconnectWatch(receive, state)
+        sent_at = time.perf_counter()
         try:
             try:
                 resp = await session.request(
@@ -168,20 +171,17 @@ class Upstream:
                     )  # fmt: skip
                 return
             state["resp"] = resp
+            outcome.upstream_ms = (time.perf_counter() - sent_at) * 1000
+            # Streams: the time to their first byte (metrics); measured from here, the
+            # gate adds the time before the call.
+            first = resp.content_type == "text/event-stream"
             meter = call.meter(resp.status, resp.headers.get("content-type", "")) if call is not None else None
             try:
                 outcome.upstream_status = outcome.status = resp.status
                 drop = _RESPONSE_DROP_METERED if call is not None and call.inject_usage else _RESPONSE_DROP_BYTES
                 start = [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in drop]
                 await send({"type": "http.response.start", "status": resp.status, "headers": start + response_headers})
-                async for chunk in resp.content.iter_any():
-                    if meter is not None:
-                        chunk = meter.feed(chunk)
-                        if not chunk:
-                            continue
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                tail = meter.end() if meter is not None else b""
-                await send({"type": "http.response.body", "body": tail, "more_body": False})
+                await _relay(resp, send, meter, outcome, sent_at if first else None)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 outcome.error = (
                     "client disconnected" if state.get("gone")
@@ -197,6 +197,25 @@ class Upstream:
             watcher.stop()
             if state.get("gone") and outcome.error is None:
                 outcome.error = "client disconnected"
+
+
+async def _relay(
+    resp: aiohttp.ClientResponse, send: Send, meter: UsageMeter | None, outcome: RequestOutcome,
+    stream_sent_at: float | None,
+) -> None:  # fmt: skip
+    """The response body, as it arrives (metered on the way when the call is priced);
+    a stream's time to its first byte is noted from ``stream_sent_at``."""
+    async for chunk in resp.content.iter_any():
+        if meter is not None:
+            chunk = meter.feed(chunk)
+            if not chunk:
+                continue
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if stream_sent_at is not None:
+            outcome.first_byte_ms = (time.perf_counter() - stream_sent_at) * 1000
+            stream_sent_at = None
+    tail = meter.end() if meter is not None else b""
+    await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
 class _DisconnectWatch:

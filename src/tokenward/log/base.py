@@ -35,6 +35,10 @@ class DecisionRecord:
     usage_exact: bool | None = None
     cost_usd: float | None = None  # what the upstream call cost
     reserved_usd: float | None = None  # what was held against budgets before it
+    # A refusal on a protected route: what the call would have held at most (its
+    # reservation, or its input and full output allowance at its model's price).
+    held_usd: float | None = None
+    account: str | None = None  # the account the request was judged as, when it had one
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

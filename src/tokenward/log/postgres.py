@@ -37,9 +37,11 @@ try:
     from psycopg.conninfo import conninfo_to_dict
     from psycopg.rows import dict_row
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "the PostgreSQL decision log needs psycopg 3: pip install 'tokenward[postgres]' (psycopg[binary])"
-    ) from exc
+    from .._extras import MissingExtra
+
+    if exc.name is None or exc.name.split(".")[0] != "psycopg":
+        raise
+    raise MissingExtra(["psycopg"], "postgres", "the PostgreSQL decision log (log: postgresql://...)") from exc
 
 from .base import DecisionRecord
 from .base import clean as clean_value

@@ -45,7 +45,7 @@ def spend_report(run: Run, since: float, group: str = "route", limit: int = 20) 
         [since, limit],
     )  # fmt: skip
     refused = run(
-        "SELECT name, COUNT(*), COALESCE(SUM(reserved_usd), 0) FROM decisions"
+        "SELECT name, COUNT(*), COALESCE(SUM(COALESCE(held_usd, reserved_usd)), 0) FROM decisions"
         " WHERE ts >= ? AND status >= 400 AND upstream_status IS NULL GROUP BY name ORDER BY 2 DESC LIMIT ?",
         [since, limit],
     )  # fmt: skip

@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     tokens_out INTEGER,
     usage_exact INTEGER,
     cost_usd REAL,
-    reserved_usd REAL
+    reserved_usd REAL,
+    held_usd REAL,
+    account TEXT
 );
 CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts);
 CREATE INDEX IF NOT EXISTS decisions_request_id ON decisions (request_id);
@@ -61,7 +63,7 @@ COLUMNS = (
     "ts", "request_id", "method", "path", "route", "client_ip", "action", "name", "code",
     "shadow_action", "reasons", "signals", "proof", "status", "decision_ms", "total_ms",
     "upstream_status", "error", "risk", "model", "tokens_in", "tokens_out", "usage_exact", "cost_usd",
-    "reserved_usd",
+    "reserved_usd", "held_usd", "account",
 )  # fmt: skip
 _JSON_COLUMNS = {"reasons", "signals", "proof", "risk"}
 # Each column's type, as the schema above declares it (an older log gains missing columns
@@ -95,6 +97,7 @@ def _encode(rec: DecisionRecord) -> tuple[Any, ...]:
         rec.status, rec.decision_ms, rec.total_ms, rec.upstream_status, rec.error,
         None if rec.risk is None else orjson.dumps(rec.risk, default=str).decode(),
         rec.model, rec.tokens_in, rec.tokens_out, rec.usage_exact, rec.cost_usd, rec.reserved_usd,
+        rec.held_usd, rec.account,
     )  # fmt: skip
 
 

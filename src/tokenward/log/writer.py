@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -66,6 +66,10 @@ class BatchedLog:
         self._gave_up = False
         self.written = 0
         self.lost = 0  # decisions the database refused, or left unwritten with no journal
+        # Called from the writer thread after each flush with (decisions it took, lost so
+        # far): the gateway's metrics (docs/observability.md).
+        self.observer: Callable[[int, int], None] | None = None
+        self._observed = False
         self.unwritten = 0  # decisions left in the journal at close for a later start
         self.replayed = 0  # decisions of dead processes written from their journals
 
@@ -201,6 +205,13 @@ class BatchedLog:
                 log.exception("decision log writer error")
         if journal is not None and not self._gave_up:
             journal.committed()
+        observer = self.observer
+        if observer is not None and (batch or self._observed):  # then once more at 0
+            self._observed = bool(batch)
+            try:
+                observer(len(batch), self.lost)
+            except Exception:  # metrics must never stop the writer
+                log.exception("decision log observer error")
         return conn
 
     def _replay(self, conn: Any) -> Any:

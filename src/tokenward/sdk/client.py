@@ -27,6 +27,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from .._extras import require
 from ..proof.challenge import MAX_DIFFICULTY, solve
 
 __all__ = [
@@ -38,6 +39,11 @@ __all__ = [
 ]
 
 CHALLENGE_PATH = "/.tokenward/challenge"
+
+
+def _httpx2() -> Any:
+    """httpx2, or a MissingExtra naming ``pip install 'tokenward[client]'``."""
+    return require("httpx2", "client", "tokenward.sdk.client")
 
 
 class TokenwardClientError(RuntimeError):
@@ -96,9 +102,7 @@ class ProofTransport:
 
     def __init__(self, transport: Any = None, *, paths: Iterable[str] | None = None):
         if transport is None:
-            import httpx2
-
-            transport = httpx2.HTTPTransport()
+            transport = _httpx2().HTTPTransport()
         self._inner = transport
         self._paths = frozenset(paths) if paths is not None else None
 
@@ -138,9 +142,7 @@ class AsyncProofTransport:
 
     def __init__(self, transport: Any = None, *, paths: Iterable[str] | None = None):
         if transport is None:
-            import httpx2
-
-            transport = httpx2.AsyncHTTPTransport()
+            transport = _httpx2().AsyncHTTPTransport()
         self._inner = transport
         self._paths = frozenset(paths) if paths is not None else None
 
@@ -177,13 +179,9 @@ class AsyncProofTransport:
 
 def http_client(**kwargs: Any) -> Any:
     """An ``httpx2.Client`` that proves every POST: pass it as the SDKs' ``http_client=``."""
-    import httpx2
-
-    return httpx2.Client(transport=ProofTransport(kwargs.pop("transport", None)), **kwargs)  # type: ignore[arg-type]
+    return _httpx2().Client(transport=ProofTransport(kwargs.pop("transport", None)), **kwargs)  # type: ignore[arg-type]
 
 
 def async_http_client(**kwargs: Any) -> Any:
     """An ``httpx2.AsyncClient`` that proves every POST (for AsyncOpenAI/AsyncAnthropic)."""
-    import httpx2
-
-    return httpx2.AsyncClient(transport=AsyncProofTransport(kwargs.pop("transport", None)), **kwargs)  # type: ignore[arg-type]
+    return _httpx2().AsyncClient(transport=AsyncProofTransport(kwargs.pop("transport", None)), **kwargs)  # type: ignore[arg-type]
