@@ -3,6 +3,7 @@ gateway; keys made and revoked with the `tokenward keys` CLI."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import anthropic
 import httpx
 import openai
@@ -18,7 +20,7 @@ from tests.conftest import GatewayProc, Upstream, start_gateway
 from tests.services import RedisServer, need_redis
 
 from tokenward.log import read_recent
-from tokenward.sdk.signing import RequestSigner, http_client
+from tokenward.sdk.signing import RequestSigner, async_http_client, http_client, signing_middleware
 
 CLI = [sys.executable, "-m", "tokenward.cli", "keys"]
 
@@ -75,7 +77,8 @@ def test_sdks_signed_through_the_gateway(tmp_path: Path, demo_upstream: Upstream
         )
         row = logged(gw, raw.headers["tokenward-request-id"])
         assert row["action"] == "allow" and "signature/ok" in [s["name"] for s in row["signals"]]
-        assert row["proof"] is None or "keyid" in json.dumps(row["signals"])
+        # Named for what admitted it: a signature, not a proof (there is none).
+        assert row["name"] == "signature/ok" and row["proof"] is None and "keyid" in json.dumps(row["signals"])
 
         # Without the helper: the route still accepts browser proofs, so it asks for one.
         with pytest.raises(openai.AuthenticationError) as info:
@@ -87,6 +90,50 @@ def test_sdks_signed_through_the_gateway(tmp_path: Path, demo_upstream: Upstream
         with pytest.raises(openai.PermissionDeniedError) as denied:
             oa.completions.create(model="demo-1", prompt="not mine")
         assert denied.value.body["code"] == "route_forbidden"
+    finally:
+        gw.stop()
+
+
+def test_every_signing_helper_waits_out_a_fresh_gateway_and_gets_in(tmp_path: Path, demo_upstream: Upstream) -> None:
+    """On the memory store a gateway refuses signatures for its first seconds (it cannot
+    tell them from ones it consumed before a restart): the sync and async transports and
+    the aiohttp middleware, called at once, each wait the Retry-After and get in."""
+    keys_file = tmp_path / "keys.json"
+    keyid, private = create_key("backend", "--keys-file", str(keys_file))
+    # max_future 8 s: the gateway's first 8-9 s, so a slow start still leaves some of them.
+    policy = {"clients": {"keys_file": str(keys_file), "max_future": 8}}
+    gw = start_gateway(tmp_path, demo_upstream.url, policy)
+    url = f"{gw.url}/v1/chat/completions"
+    body = json.dumps({"model": "demo-1", "messages": [{"role": "user", "content": "at once"}]}).encode()
+    ct = {"content-type": "application/json"}
+    bare = RequestSigner(private, keyid)
+
+    def sync_call() -> int:
+        with http_client(private, keyid) as client:
+            return int(client.post(url, content=body, headers=ct).status_code)
+
+    async def async_call() -> int:
+        async with async_http_client(private, keyid) as client:
+            return int((await client.post(url, content=body, headers=ct)).status_code)
+
+    async def aiohttp_call() -> int:
+        async with aiohttp.ClientSession(middlewares=(signing_middleware(private, keyid),)) as session:
+            async with session.post(url, data=body, headers=ct) as r:
+                return r.status
+
+    async def together() -> list[int]:
+        return list(await asyncio.gather(asyncio.to_thread(sync_call), async_call(), aiohttp_call()))
+
+    try:
+        first = httpx.post(url, content=body, headers={**ct, **bare.headers("POST", url, ct.items(), body)})
+        assert first.status_code == 401 and first.json()["error"]["code"] == "signature_expired", first.text
+        assert 1 <= int(first.headers["retry-after"]) <= 9
+        assert asyncio.run(together()) == [200, 200, 200]
+        deadline, rows = time.monotonic() + 5, []
+        while len(rows) < 4 and time.monotonic() < deadline:  # the log is written behind the response
+            rows = [r for r in read_recent(gw.db, 50) if r["code"] == "signature_expired"]
+            time.sleep(0.05)
+        assert len(rows) == 4  # each helper was refused once, waited, and signed again
     finally:
         gw.stop()
 
@@ -112,6 +159,8 @@ def test_each_signature_failure_has_its_own_code(tmp_path: Path, demo_upstream: 
         return by.headers("POST", target, [("content-type", "application/json")], content)
 
     try:
+        with http_client(private, keyid) as backend:  # waits out the seconds after a start
+            assert backend.post(url, content=body, headers={"content-type": "application/json"}).status_code == 200
         good = signed()
         assert send(good).status_code == 200
         codes = {

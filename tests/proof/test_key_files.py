@@ -25,7 +25,7 @@ from tests.independent_client import chat_body, get_challenge, proof_header
 from tests.services import free_port
 
 from tokenward.proof import KeyRing
-from tokenward.sdk.signing import RequestSigner
+from tokenward.sdk.signing import http_client as signing_client
 
 CHAT = "/v1/chat/completions"
 CLI = [sys.executable, "-m", "tokenward.cli"]
@@ -78,13 +78,10 @@ def test_revoking_with_the_cli_refuses_the_client_within_seconds_without_a_polic
     gw = start_gateway(tmp_path, demo_upstream.url, {"clients": {"keys_file": str(keys_file)}})
     policy_file = tmp_path / "gw.yaml"
     policy_stamp = policy_file.stat().st_mtime_ns
-    signer = RequestSigner(private, keyid)
+    backend = signing_client(private, keyid, timeout=30)  # waits out the seconds after a start
 
     def call() -> httpx.Response:
-        body = chat_body("signed")
-        headers = {"content-type": "application/json"}
-        headers.update(signer.headers("POST", gw.url + CHAT, headers.items(), body))
-        return httpx.post(gw.url + CHAT, content=body, headers=headers, timeout=30)
+        return backend.post(gw.url + CHAT, content=chat_body("signed"), headers={"content-type": "application/json"})
 
     try:
         assert call().status_code == 200
@@ -101,6 +98,7 @@ def test_revoking_with_the_cli_refuses_the_client_within_seconds_without_a_polic
         assert policy_file.stat().st_mtime_ns == policy_stamp  # no policy edit was needed
         assert "within a couple of seconds" in revoked.stderr  # and the CLI says so
     finally:
+        backend.close()
         gw.stop()
 
 

@@ -32,7 +32,7 @@ async def claims(
             return unavailable(exc)
     signed = clients.verify(facts, now=now)
     if isinstance(signed, SignatureClaims):
-        signed = scope.admit(signed)  # not made before this memory of used nonces began
+        signed = scope.admit(signed, clients.rules.max_future, now)  # not one an earlier memory consumed
     if isinstance(signed, SignatureFailure):
         return signature_refusal(signed)
     if signed is not None and signed.key.kind != "client":

@@ -10,8 +10,14 @@ that will remember its use:
 * challenges: the guard's key ring is scoped to a random epoch drawn when the memory
   store is first used (proof/challenge.py); a challenge signed under another epoch is
   ``proof_expired`` and the refusal carries a fresh one;
-* signed requests (whose nonces the client draws): a signature ``created`` before that
-  moment (to the second) is ``signature_expired``; the client signs again.
+* signed requests (whose nonces the client draws): a signature the previous memory may
+  have consumed is ``signature_expired`` with a ``Retry-After``; the client signs again.
+  The previous memory accepted ``created`` up to ``max_future`` seconds ahead of its
+  clock, and ``created`` has whole seconds, so only a signature created at least
+  ``max_future`` seconds after this memory began is certainly new: for that long
+  after a start (5 s by default), signed requests wait. (Comparing ``created`` with the
+  start second alone let a request signed in the same second as a quick restart, or
+  by a client whose clock runs ahead, be replayed once after it.)
 
 A shared store (Redis) outlives processes and is shared by instances: no epoch, and
 challenges stay valid across restarts and instances, as they must.
@@ -19,6 +25,7 @@ challenges stay valid across restarts and instances, as they must.
 
 from __future__ import annotations
 
+import math
 import secrets
 import weakref
 from dataclasses import dataclass
@@ -48,14 +55,21 @@ class ConsumptionScope:
             scope = _MEMORY_SCOPES[store] = cls(secrets.token_bytes(16), now)
         return scope
 
-    def admit(self, signed: SignatureClaims) -> SignatureClaims | SignatureFailure:
-        """A verified signature, or ``signature_expired`` when it was made before this
-        memory began: its nonce may have been used in a previous lifetime."""
-        # `created` has whole seconds: a signature of the same second as the start is
-        # let through (the restart itself takes longer than that).
-        if self.epoch is not None and signed.created < int(self.since):
+    def admit(self, signed: SignatureClaims, max_future: float, now: float) -> SignatureClaims | SignatureFailure:
+        """A verified signature, or ``signature_expired`` with the seconds to wait when
+        a previous lifetime of the memory could have consumed its nonce: one accepted
+        before this memory began had ``created`` below ``since + max_future``."""
+        if self.epoch is None:
+            return signed
+        first_new = math.ceil(self.since + max_future)  # the earliest `created` no earlier memory accepted
+        if signed.created < first_new:
+            wait = max(1, math.ceil(first_new - now))
             return signature_failure(
-                "signature_expired", "It was made before this gateway started; sign the request again.", signed.keyid
+                "signature_expired",
+                f"This gateway started moments ago and cannot tell it from one it accepted before; "
+                f"sign the request again in {wait} s.",
+                signed.keyid,
+                retry_after=wait,
             )
         return signed
 

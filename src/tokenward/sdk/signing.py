@@ -19,10 +19,17 @@ interface)::
 ``transport=httpx.HTTPTransport()`` (or the async one) to use them with ``httpx``;
 :func:`signing_middleware` for ``aiohttp.ClientSession(middlewares=...)``. Retries made
 by the SDKs go through the transport again and are signed afresh.
+
+A gateway on the memory store refuses signed requests for a few seconds after it starts
+(``401 signature_expired`` with ``Retry-After``: it cannot tell a new signature from one
+it consumed before the restart; docs/signed-requests.md). All three wait that long and
+send the request once more, signed afresh.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,6 +37,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from .._extras import require
 from ..proof.signature import DEFAULT_COMPONENTS, SignedRequest, content_digest, load_private_key, sign_request
 
 __all__ = [
@@ -42,6 +50,11 @@ __all__ = [
 ]
 
 _SIGNATURE_FIELDS = ("signature", "signature-input", "content-digest")
+
+
+def _httpx2() -> Any:
+    """httpx2, or a MissingExtra naming ``pip install 'tokenward[client]'``."""
+    return require("httpx2", "client", "tokenward.sdk.signing")
 
 
 class RequestSigner:
@@ -124,6 +137,25 @@ def _httpx_url(url: Any) -> str:
     return f"{url.scheme}://{url.netloc.decode('ascii')}{target}"
 
 
+# The longest wait honoured: a gateway's max_future is at most 60 s (then a second more).
+_MAX_RESTART_WAIT = 61
+
+
+def _restart_wait(status: int, headers: Any, read: Callable[[], bytes] | None = None) -> int | None:
+    """Seconds to wait before signing again, when the response is a gateway's refusal of
+    a signature made too close to its start; else None. ``read`` gives the body."""
+    if status != 401:
+        return None
+    value = headers.get("retry-after")
+    if value is None or not value.isdigit() or not 0 < int(value) <= _MAX_RESTART_WAIT or read is None:
+        return None
+    try:
+        code = json.loads(read())["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return int(value) if code == "signature_expired" else None
+
+
 def _wants(request: Any, paths: frozenset[str] | None) -> bool:
     return paths is None or request.url.path in paths
 
@@ -149,15 +181,22 @@ class SigningTransport:
     ):
         self.signer = _signer(key, keyid, options)
         if transport is None:
-            import httpx2
-
-            transport = httpx2.HTTPTransport()
+            transport = _httpx2().HTTPTransport()
         self._inner = transport
         self._paths = frozenset(paths) if paths is not None else None
 
     def handle_request(self, request: Any) -> Any:
-        if _wants(request, self._paths):
-            _sign_httpx(self.signer, request, request.read())
+        if not _wants(request, self._paths):
+            return self._inner.handle_request(request)
+        body = request.read()
+        _sign_httpx(self.signer, request, body)
+        response = self._inner.handle_request(request)
+        wait = _restart_wait(response.status_code, response.headers, response.read)
+        if wait is None:
+            return response
+        response.close()
+        time.sleep(wait)
+        _sign_httpx(self.signer, request, body)
         return self._inner.handle_request(request)
 
     def close(self) -> None:
@@ -184,15 +223,23 @@ class AsyncSigningTransport:
     ):
         self.signer = _signer(key, keyid, options)
         if transport is None:
-            import httpx2
-
-            transport = httpx2.AsyncHTTPTransport()
+            transport = _httpx2().AsyncHTTPTransport()
         self._inner = transport
         self._paths = frozenset(paths) if paths is not None else None
 
     async def handle_async_request(self, request: Any) -> Any:
-        if _wants(request, self._paths):
-            _sign_httpx(self.signer, request, await request.aread())
+        if not _wants(request, self._paths):
+            return await self._inner.handle_async_request(request)
+        body = await request.aread()
+        _sign_httpx(self.signer, request, body)
+        response = await self._inner.handle_async_request(request)
+        content = await response.aread() if response.status_code == 401 else b""
+        wait = _restart_wait(response.status_code, response.headers, lambda: content)
+        if wait is None:
+            return response
+        await response.aclose()
+        await asyncio.sleep(wait)
+        _sign_httpx(self.signer, request, body)
         return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:
@@ -208,18 +255,14 @@ class AsyncSigningTransport:
 def http_client(key: RequestSigner | Ed25519PrivateKey | str | bytes, keyid: str | None = None, **kwargs: Any) -> Any:
     """An ``httpx2.Client`` that signs every request: pass it as the SDKs' ``http_client=``.
     ``kwargs`` go to the client (``transport=`` is wrapped)."""
-    import httpx2
-
-    return httpx2.Client(transport=SigningTransport(key, keyid, transport=kwargs.pop("transport", None)), **kwargs)  # type: ignore[arg-type]
+    return _httpx2().Client(transport=SigningTransport(key, keyid, transport=kwargs.pop("transport", None)), **kwargs)  # type: ignore[arg-type]
 
 
 def async_http_client(
     key: RequestSigner | Ed25519PrivateKey | str | bytes, keyid: str | None = None, **kwargs: Any
 ) -> Any:
     """An ``httpx2.AsyncClient`` that signs every request (``AsyncOpenAI``/``AsyncAnthropic``)."""
-    import httpx2
-
-    return httpx2.AsyncClient(
+    return _httpx2().AsyncClient(
         transport=AsyncSigningTransport(key, keyid, transport=kwargs.pop("transport", None)),  # type: ignore[arg-type]
         **kwargs,
     )
@@ -266,12 +309,24 @@ def signing_middleware(
     signer = _signer(key, keyid, options)
     only = frozenset(paths) if paths is not None else None
 
+    def sign(request: Any, body: bytes) -> None:
+        fields: Mapping[str, str] = request.headers
+        for name, value in signer.headers(request.method, _yarl_url(request.url), fields.items(), body).items():
+            request.headers[name] = value
+
     async def middleware(request: Any, handler: Any) -> Any:
-        if only is None or request.url.path in only:
-            body = await _aiohttp_body(request)
-            fields: Mapping[str, str] = request.headers
-            for name, value in signer.headers(request.method, _yarl_url(request.url), fields.items(), body).items():
-                request.headers[name] = value
+        if only is not None and request.url.path not in only:
+            return await handler(request)
+        body = await _aiohttp_body(request)
+        sign(request, body)
+        response = await handler(request)
+        content = await response.read() if response.status == 401 else b""
+        wait = _restart_wait(response.status, response.headers, lambda: content)
+        if wait is None:
+            return response
+        response.release()
+        await asyncio.sleep(wait)
+        sign(request, body)
         return await handler(request)
 
     return middleware

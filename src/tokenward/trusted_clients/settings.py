@@ -127,7 +127,13 @@ class ClientsSettings(_Strict):
     keys_file: Path | None = Field(None, description="keys written by `tokenward keys` (JSON or YAML)")
     keys_in_store: bool = Field(False, description="also read keys and revocations from the Store (multi-instance)")
     max_age: float = Field(30.0, gt=0, le=600, description="seconds a signature is accepted after its created time")
-    max_future: float = Field(5.0, ge=0, le=60, description="seconds created may be ahead of the gateway's clock")
+    max_future: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description="seconds created may be ahead of the gateway's clock "
+        "(on the memory store, also the seconds signed requests wait after a start)",
+    )
     public_origin: tuple[str, ...] = Field(
         (), description="scheme://host[:port][/prefix] the clients address; else the request's scheme and Host"
     )

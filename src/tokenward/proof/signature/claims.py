@@ -104,15 +104,18 @@ class SignatureFailure:
     code: str  # one of SIGNATURE_CODES
     message: str  # for the client: what to fix, silent about anything secret
     keyid: str | None = None  # the claimed keyid, when one was readable (unverified)
+    retry_after: int | None = None  # seconds after which a new signature will do (a gateway that just started)
 
     @property
     def status(self) -> int:
         return SIGNATURE_CODES[self.code]
 
 
-def signature_failure(code: str, detail: str | None = None, keyid: str | None = None) -> SignatureFailure:
+def signature_failure(
+    code: str, detail: str | None = None, keyid: str | None = None, *, retry_after: int | None = None
+) -> SignatureFailure:
     message = _MESSAGES[code] if detail is None else f"{_MESSAGES[code]} {detail}"
-    return SignatureFailure(code, message, keyid)
+    return SignatureFailure(code, message, keyid, retry_after)
 
 
 class KeyLookup(Protocol):
