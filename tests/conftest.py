@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +102,8 @@ def start_gateway(
     name: str = "gw",
     key: bytes | None = None,
     port: int | None = None,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> GatewayProc:
     """``tokenward serve`` with a temp policy (``policy`` overrides the defaults below).
     Instances given the same ``key`` accept each other's challenges; ``port`` (default: a
@@ -126,10 +128,10 @@ def start_gateway(
     policy_file = tmp_path / f"{name}.yaml"
     policy_file.write_text(yaml.safe_dump(data))
     port = port or free_port()
-    env = {**os.environ, "TOKENWARD_KEYS": base64.urlsafe_b64encode(key).rstrip(b"=").decode()}
+    env = {**os.environ, "TOKENWARD_KEYS": base64.urlsafe_b64encode(key).rstrip(b"=").decode(), **(env or {})}
     proc = subprocess.Popen(
         [*TOKENWARD, "serve", "--upstream", upstream, "--policy", str(policy_file),
-         "--port", str(port)],
+         "--port", str(port), *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import anthropic
 import openai
 import pytest
-from tests.conftest import GatewayProc
+from tests.conftest import GatewayProc, Upstream, start_gateway
 
+from tokenward.log import read_recent
 from tokenward.sdk.client import async_http_client, http_client
 
 QUESTION = "How does tokenward stop stolen calls?"
@@ -83,3 +87,27 @@ async def test_async_clients_with_helper(gateway: GatewayProc) -> None:
         async for piece in stream.text_stream:
             text += piece
     assert "async stream?" in text
+
+
+def test_a_challenge_answered_with_work_alone_is_degraded(tmp_path: Path, demo_upstream: Upstream) -> None:
+    """The helper solves the harder challenge a risky call gets and retries; with nothing
+    new about the caller the retry is degraded, not answered in full (docs/risk.md)."""
+    rule = {"name": "python-sdk", "action": "weigh", "header": {"user-agent": "^OpenAI/Python"}, "weight": 3}
+    gw = start_gateway(tmp_path, demo_upstream.url, {"rules": [rule]})
+    try:
+        client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", http_client=http_client(), max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="demo-1", messages=[{"role": "user", "content": QUESTION}]
+        )
+        assert raw.headers["tokenward-decision"] == "degrade"
+        assert QUESTION in raw.parse().choices[0].message.content  # a person still gets an answer
+        deadline, rows = time.monotonic() + 5, []
+        while len(rows) < 2 and time.monotonic() < deadline:
+            rows = list(read_recent(gw.db, 10))
+            time.sleep(0.05)
+        by_action = {r["action"]: r for r in rows}
+        assert by_action["challenge"]["code"] == "challenge"
+        assert by_action["degrade"]["name"] == "risk/3/answered"
+        assert "challenge/answered" in by_action["degrade"]["reasons"]
+    finally:
+        gw.stop()

@@ -54,6 +54,14 @@ def simulate(
         bool, typer.Option("--allow-non-loopback", help="allow a --target that is not on this machine")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
+    skip_missing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-missing",
+            help="run without the actors whose client library (tokenward[simulate]) or Chromium is missing, "
+            "instead of refusing to start",
+        ),
+    ] = False,
 ) -> None:
     """Replay an inference-theft incident (legit users, resellers, impersonators, farms)
     against a gateway; write a Markdown, HTML and JSON report. Stops by itself."""
@@ -76,6 +84,7 @@ def simulate(
         profile=profile, policy=policy, target=target, duration_scale=duration_scale, hold_minutes=hold_minutes,
         max_requests=max_requests, out=out, allow_non_loopback=allow_non_loopback, seed=seed, browsers=browsers,
         decision_log=decision_log, jwt_key=jwt_key, progress=not quiet and sys.stderr.isatty(),
+        skip_missing=skip_missing,
     )  # fmt: skip
     # SIGTERM as Ctrl-C: the run's gateway, demo LLM and browsers are stopped on the way
     # out, not left running (the default handler would end the process on the spot).
@@ -92,8 +101,14 @@ def simulate(
         value = g["value"]
         shown = "n/a" if value is None else (f"{100 * value:.2f}%" if g["unit"] == "ratio" else
                                              f"{value:,.0f} ms" if g["unit"] == "ms" else f"{value:.2f}x")  # fmt: skip
-        err.print(f"[{style}]{g['status'].upper():>6}[/{style}]  {g['goal']}: {shown}")
-    err.print(f"report: {paths['md']}  {paths['html']}  {paths['json']}")
+        err.print(f"[{style}]{g['status'].upper():>6}[/{style}]  {g['goal']}: {shown}", highlight=False)
+        for why in g.get("why") or []:
+            err.print(f"        why: {why}", markup=False, highlight=False, soft_wrap=True)
+    if data.not_run:
+        listed = "; ".join(f"{a} ({why})" for a, why in data.not_run.items())
+        err.print(f"[yellow]NOT RUN[/yellow]  {listed}: the figures above do not cover them (--skip-missing)",
+                  highlight=False, soft_wrap=True)  # fmt: skip
+    err.print(f"report: {paths['md']}  {paths['html']}  {paths['json']}", soft_wrap=True)
 
 
 def main() -> None:

@@ -26,6 +26,9 @@ class Action(StrEnum):
     THROTTLE = "throttle"
     BLOCK = "block"
     DEGRADE = "degrade"
+    # The request itself was malformed or over a limit (bad JSON, a body too large or too
+    # slow, compressed, ambiguous framing): refused before any judgement of the client.
+    INVALID = "invalid"
 
     @property
     def forwards(self) -> bool:
@@ -73,6 +76,7 @@ CODE_STATUS: dict[str, int] = {
     "headers_too_large": 431,
     "unsupported_encoding": 415,
     "not_found": 404,
+    "unauthorized": 401,  # /.tokenward/metrics without the admin token
     "method_not_allowed": 405,
     "store_unavailable": 503,
     "internal_error": 500,
@@ -102,6 +106,7 @@ class FollowUp:
     model: str | None = None  # the model the call is priced as
     call: Any = None  # money.call.CallPlan: what to send upstream and how to read its usage
     conversation: Any = None  # (id, user text, upstream body) of a server-held conversation
+    account: str | None = None  # the account the request was judged as (for the log)
 
 
 NO_FOLLOW_UP = FollowUp()

@@ -26,6 +26,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from .content import ConversationSettings, PurposeSettings, TemplateSettings
@@ -36,6 +37,7 @@ from .money.alerts import AlertSettings
 from .money.budgets import BudgetSpec
 from .money.prices import PriceTable
 from .money.spike import BreakerSettings, SpikeSettings
+from .origins import CorsSettings
 from .proof.challenge import MAX_DIFFICULTY
 from .scoring import DEFAULT_THRESHOLDS, RiskEngine, Rule, Threshold, check_cidrs
 from .signals.behaviour import BehaviourSettings
@@ -160,6 +162,40 @@ class UpstreamSettings(_Strict):
         return out
 
 
+class AdminSettings(_Strict):
+    """The operator's surfaces: metrics and the dashboard (docs/observability.md)."""
+
+    token_env: str = Field(
+        "TOKENWARD_ADMIN_TOKEN",
+        description="environment variable holding the admin token (unset: no dashboard, no metrics on the main port)",
+    )
+    host: str = Field("127.0.0.1", description="address of the admin listener")
+    port: int | None = Field(None, ge=1, le=65_535, description="admin listener port (none: no admin listener)")
+    metrics: bool = Field(True, description="count decisions in Prometheus metrics (false: no metrics at all)")
+
+    @field_validator("token_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError("must be an environment variable name")
+        return v
+
+    def token(self) -> str | None:
+        """The admin token from the environment; a short one is refused (guessable)."""
+        value = os.environ.get(self.token_env, "").strip()
+        if not value:
+            return None
+        if len(value) < MIN_ADMIN_TOKEN:
+            raise ConfigurationError(
+                f"{self.token_env} is {len(value)} characters: use at least {MIN_ADMIN_TOKEN} "
+                "(e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return value
+
+
+MIN_ADMIN_TOKEN = 16
+
+
 def route_key(path: str) -> str:
     """What routes are matched on: the path in lower case without one trailing slash."""
     key = path.lower()
@@ -219,6 +255,9 @@ class RouteSettings(_Strict):
     content: ContentSettings | None = Field(None, description="replaces the top-level content settings")
     templates: TemplateSettings | None = Field(None, description="replaces the top-level template settings")
     conversation: ConversationSettings | None = Field(None, description="server: the gateway holds the conversation")
+    cors: CorsSettings | None = Field(
+        None, description="pages on these other origins may call the route (docs/browser-sdk.md)"
+    )
 
     @field_validator("conversation", mode="before")
     @classmethod
@@ -243,6 +282,12 @@ class RouteSettings(_Strict):
     @classmethod
     def _methods(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(m.upper() for m in v)
+
+    @model_validator(mode="after")
+    def _cors_protected(self) -> RouteSettings:
+        if self.cors is not None and not self.protect:
+            raise ValueError("cors is for protected routes: an unprotected route's upstream answers its own CORS")
+        return self
 
 
 STANDARD_ROUTES: tuple[dict[str, Any], ...] = (
@@ -318,6 +363,7 @@ class Policy(_Strict):
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     devices: DeviceSettings = Field(default_factory=DeviceSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
 
     _engines: dict[str, RiskEngine] = PrivateAttr(default_factory=dict)
     _default_engine: RiskEngine = PrivateAttr()

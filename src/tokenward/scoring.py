@@ -51,6 +51,11 @@ class Threshold(_Strict):
     action: Literal["challenge", "throttle", "block", "degrade"]
     extra_bits: int = Field(4, ge=0, le=24, description="challenge: bits above the route's difficulty")
     retry_after: int = Field(60, ge=1, le=86_400, description="throttle: seconds in Retry-After")
+    answered: Literal["allow", "degrade", "throttle", "block"] = Field(
+        "degrade",
+        description="challenge: what a call gets when its proof has the extra bits but its risk still "
+        "reaches this threshold (nothing new about who sent it; allow: the harder proof is enough)",
+    )
 
 
 DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (

@@ -554,7 +554,8 @@ async def test_built_in_signals_report_the_environment(page_factory, gateway):
     assert len(first["scr"]) == 6 and len(first["vp"]) == 4
     assert first["hc"] >= 1 and isinstance(first["langs"], list)
     assert "prev" not in first  # no proof solved yet on this page
-    assert "input" not in first  # no field tracked on this page
+    # Nothing was typed or pasted on this page: the SDK observes on its own and says so.
+    assert first["input"] == {"keys": 0, "pastes": 0, "pasted_chars": 0, "focus_ms": 0}
     assert second["prev"]["difficulty"] == gw.difficulty
     assert second["prev"]["hashes"] >= gw.received[0].nonce + 1
 

@@ -315,7 +315,7 @@ async def test_a_refused_proof_does_not_burn_the_challenge(guard: Guard) -> None
 
 async def test_bad_request_is_refused_before_the_proof(guard: Guard) -> None:
     decision = await guard.check(facts_for(guard, body=b"{", proof=solved_proof(guard, body=b"{"), problem="not JSON"))
-    assert decision.action is Action.BLOCK
+    assert decision.action is Action.INVALID
     assert decision.name == "request/bad"
     assert_refused(decision, "bad_request", status=400)
     assert decision.message == "not JSON"

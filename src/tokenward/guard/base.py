@@ -39,7 +39,7 @@ def new_request_id() -> str:
 class RequestOutcome:
     """What happened after the decision, filled in by the HTTP layer for the log."""
 
-    __slots__ = ("error", "model", "status", "text", "upstream_status", "usage")
+    __slots__ = ("error", "first_byte_ms", "model", "status", "text", "upstream_ms", "upstream_status", "usage")
 
     def __init__(self) -> None:
         self.status = 0
@@ -48,3 +48,5 @@ class RequestOutcome:
         self.usage: Usage | None = None  # what the upstream call consumed, when it was made
         self.model: str | None = None  # the model the call was sent to (after a degrade)
         self.text: str | None = None  # what the upstream generated (server-held conversations)
+        self.upstream_ms: float | None = None  # from sending the call upstream to its response headers
+        self.first_byte_ms: float | None = None  # streamed answers: from the request to the first byte

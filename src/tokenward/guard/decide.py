@@ -19,7 +19,7 @@ from ..money import TokenEstimator, bytes_estimate
 from ..money.call import CallPlan, plan_call
 from ..policy import Mode, Policy, RouteSettings
 from ..proof.signature import SignatureClaims, SignatureFailure
-from ..scoring import RiskResult, risk_summary
+from ..scoring import RiskResult, Threshold, risk_summary
 from ..signals import ProofOutcome
 from ..store import ReserveResult
 from .base import MESSAGES
@@ -58,7 +58,10 @@ def decide(
     base = policy.difficulty_for(route)
     proof_signal = signals[0]  # proof_signals come first
     proof = dict(proof_signal.evidence) if outcome.claims is not None else None
-    common: dict[str, Any] = {"signals": tuple(signals), "proof": proof, "risk": risk_summary(risk)}
+    summary = risk_summary(risk)
+    if under_attack:  # the dashboard marks these periods on its timeline
+        summary["under_attack"] = True
+    common: dict[str, Any] = {"signals": tuple(signals), "proof": proof, "risk": summary}
     required = base + extra_bits(risk) + (policy.spike.difficulty_bonus if under_attack else 0)
     if signed is None and (outcome.claims is None or not outcome.first_use):
         if outcome.failure is not None:
@@ -100,7 +103,21 @@ def decide(
         )  # fmt: skip
     if t is not None and t.action == "degrade":
         return Decision(Action.DEGRADE, f"risk/{t.score:g}", reasons, degrade=degraded(route), **common)
-    return Decision(Action.ALLOW, "proof/ok", reasons, **common)
+    if t is not None and t.action == "challenge" and t.answered != "allow" and risk.rule is None and signed is None:
+        return answered(t, route, reasons, common)
+    return Decision(Action.ALLOW, "proof/ok" if signed is None else "signature/ok", reasons, **common)
+
+
+def answered(t: Threshold, route: RouteSettings, reasons: tuple[str, ...], common: dict[str, Any]) -> Decision:
+    """A call whose risk still reaches a ``challenge`` threshold although its proof has the
+    extra bits: the harder proof shows work, not a person (any solver spends a few more
+    milliseconds), so it gets the threshold's ``answered`` action instead of an answer."""
+    name, reasons = f"risk/{t.score:g}/answered", (*reasons, "challenge/answered")
+    if t.answered == "degrade":
+        return Decision(Action.DEGRADE, name, reasons, degrade=degraded(route), **common)
+    if t.answered == "throttle":
+        return refusal(Action.THROTTLE, name, reasons, "throttled", common, retry_after=t.retry_after)
+    return refusal(Action.BLOCK, name, reasons, "blocked", common)
 
 
 def degraded(route: RouteSettings) -> dict[str, Any]:
@@ -117,7 +134,7 @@ def refusal(
 
 
 def bad_request(name: str, message: str) -> Decision:
-    return Decision(Action.BLOCK, name, (name,), code="bad_request", message=message)
+    return Decision(Action.INVALID, name, (name,), code="bad_request", message=message)
 
 
 def spend_limit(retry_after: float) -> Decision:
@@ -137,7 +154,7 @@ def unavailable(exc: Exception) -> Decision:
 def signature_refusal(failure: SignatureFailure) -> Decision:
     name = f"signature/{failure.code}"
     action = Action.BLOCK if failure.code == "route_forbidden" else Action.CHALLENGE
-    return Decision(action, name, (name,), code=failure.code, message=failure.message)
+    return Decision(action, name, (name,), code=failure.code, message=failure.message, retry_after=failure.retry_after)
 
 
 def follow_up(
@@ -161,6 +178,8 @@ def follow_up(
             reserved, model, changed = plan.reserved, plan.model, True  # for the log
             if plan.reservation is not None and forwards:
                 reservation = plan.reservation
+        if plan.account is not None:
+            changed = True
         if plan.inflight is not None or plan.counted or plan.reservation:
             changed = True
             settle = plan.settle(forwarded=forwards)
@@ -177,7 +196,8 @@ def follow_up(
         changed = True
     if not changed:
         return decision  # nothing to add (a refusal before any batch)
-    follow = FollowUp(settle, reservation, reserved, model, plan_of_call, work.conversation)
+    account = plan.account if plan is not None else work.account
+    follow = FollowUp(settle, reservation, reserved, model, plan_of_call, work.conversation, account)
     return decision.evolve(shadow=True, work=follow) if shadow else decision.evolve(work=follow)
 
 

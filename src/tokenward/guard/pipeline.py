@@ -28,6 +28,7 @@ from ..content import (
     ConversationIds,
     ConversationTurn,
     PurposeResult,
+    conversation_context,
     ops_to_load,
     purpose_action,
     purpose_signals,
@@ -40,6 +41,7 @@ from ..evidence import Evidence, prepare_evidence
 from ..facts import RequestFacts, TrustedProxies, limits_problem
 from ..limits import Keys, LimitSpec, LimitVerdict, limit_verdict
 from ..log import DecisionLog
+from ..metrics import Metrics
 from ..money import TokenEstimator
 from ..money.alerts import Alerter
 from ..money.spike import RouteMode, SpendBreaker, SpikeDetector, StateChange
@@ -101,6 +103,7 @@ class Guard:
         log: DecisionLog | None = None,
         clock: Callable[[], float] = time.time,
         evidence: Evidence | None = None,
+        metrics: Metrics | None = None,
     ):
         self.policy = policy
         self._engines = policy.engines()
@@ -120,7 +123,12 @@ class Guard:
         self.spike = SpikeDetector(policy.spike)
         self.breaker = SpendBreaker(policy.breaker)
         self.alerter = Alerter(policy.alerts)
-        self.settlement = Settlement(store, self.fallback, log, self._observe_spike)
+        self.metrics = metrics
+        self.settlement = Settlement(store, self.fallback, log, self._observe_spike, metrics)
+        if metrics is not None:
+            metrics.routes(r.path for r in policy.routes if r.protect)
+            if log is not None and hasattr(log, "observer"):
+                log.observer = metrics.log_flushed
 
     @property
     def log(self) -> DecisionLog | None:
@@ -269,7 +277,7 @@ class Guard:
                 plan.transcript = tr = transcript(facts.call.body)
                 text = tr.latest_user() if scorer is not None else None
                 if scorer is not None and text:
-                    purpose = asyncio.ensure_future(scorer.score(text))
+                    purpose = asyncio.ensure_future(scorer.score(text, conversation_context(tr)))
                 member = {"device": keys.device, "account": keys.account, "ip": keys.ip}.get(tcfg.identity)
                 plan.templates = template_keys(facts.call, tcfg, client_system=content.client_system, tr=tr)
                 plan.template_answers = plan.extend(template_ops(plan.templates, member or keys.subnet, tcfg))
@@ -292,9 +300,17 @@ class Guard:
         """Run the batch. A store that cannot answer fails the request closed, or (a
         `fail_open` route) has it judged on this instance's memory under an emergency limit."""
         fallback = False
+        metrics = self.metrics
         try:
-            results = await self.store.execute(plan.ops) if plan.ops else []
+            if metrics is None or not plan.ops:
+                results = await self.store.execute(plan.ops) if plan.ops else []
+            else:
+                sent = time.perf_counter()
+                results = await self.store.execute(plan.ops)
+                metrics.store_batch(time.perf_counter() - sent)
         except StoreUnavailable as exc:
+            if metrics is not None:
+                metrics.store_failed()
             # Revocations live in the store: a signed request is never judged without it.
             if policy.store_failure_for(route) == "fail_closed" or (asker.signed and self.evidence.clients.store_keys):
                 if purpose is not None:
@@ -476,6 +492,8 @@ class Guard:
     def _notify(self, events: tuple[StateChange, ...]) -> None:
         for event in events:
             self.alerter.notify(event)
+        if events and self.metrics is not None:
+            self.metrics.events(events)
 
     def _observe_spike(self, route: str, metric: str, result: Any) -> None:
         verdict = self.spike.observe(route, self.clock(), **{metric: result})
@@ -485,13 +503,21 @@ class Guard:
     def challenge_for(
         self, route: RouteSettings | str, now: float | None = None, difficulty: int | None = None
     ) -> Challenge:
-        return challenges.challenge_for(self.policy, self.keys, route, self.clock() if now is None else now, difficulty)
+        challenge = challenges.challenge_for(
+            self.policy, self.keys, route, self.clock() if now is None else now, difficulty
+        )
+        if self.metrics is not None:
+            self.metrics.challenge(challenge.difficulty)
+        return challenge
 
     async def adaptive_challenge(self, facts: RequestFacts, route: RouteSettings | str) -> Challenge:
         """A challenge whose difficulty reflects what is already known about the asker."""
         if isinstance(route, str):
             return self.challenge_for(route)
-        return await challenges.adaptive_challenge(self.policy, self.keys, self.store, facts, route, self.clock())
+        challenge = await challenges.adaptive_challenge(self.policy, self.keys, self.store, facts, route, self.clock())
+        if self.metrics is not None:
+            self.metrics.challenge(challenge.difficulty)
+        return challenge
 
     async def register_device(self, facts: RequestFacts, public_key: bytes) -> tuple[int, dict[str, Any]]:
         """``POST /.tokenward/device``: a proved registration of a device's public key."""

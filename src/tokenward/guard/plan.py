@@ -126,6 +126,7 @@ class Plan:
     tokens_in: int | None = None  # estimated input tokens (when a reservation needed them)
     history: HistorySlots = field(default_factory=HistorySlots)
     transcript: Transcript | None = None  # the call's turns, read once for every content check
+    account: str | None = None  # who the limits and budgets counted it as (for the log)
 
     def add(self, op: Op) -> Slot[Any]:
         self.ops.append(op)
@@ -195,6 +196,7 @@ def plan_request(
             plan.device_key = plan.add(Get(f"devkey:{device_unknown}"))
         plan.consume = plan.add(consume_op(proof, facts.received_at))
     plan.counts = True
+    plan.account = keys.account
     plan.limits = limit_ops(limits, keys)
     plan.limit_answers = plan.extend([hit for _, hit in plan.limits])
     _plan_budget(plan, policy, facts, route, keys, budgets, spending)

@@ -17,6 +17,7 @@ from ..content import ops_to_save
 from ..decision import Decision, Signal
 from ..facts import RequestFacts
 from ..log import DecisionLog, DecisionRecord
+from ..metrics import Metrics
 from ..policy import Policy
 from ..store import Commit, Op, Rate, Store, StoreUnavailable
 from .base import RequestOutcome
@@ -30,11 +31,15 @@ SpikeObserver = Callable[[str, str, Any], None]
 
 
 class Settlement:
-    def __init__(self, store: Store, fallback: Store, decisions: DecisionLog | None, observe: SpikeObserver):
+    def __init__(
+        self, store: Store, fallback: Store, decisions: DecisionLog | None, observe: SpikeObserver,
+        metrics: Metrics | None = None,
+    ):  # fmt: skip
         self.store = store
         self.fallback = fallback  # where fail-open requests were judged while the store was down
         self.log = decisions
         self.observe = observe
+        self.metrics = metrics
         self._running: set[asyncio.Future[None]] = set()
 
     def finish(
@@ -42,7 +47,12 @@ class Settlement:
         decision_ms: float, total_ms: float,
     ) -> None:  # fmt: skip
         cost = self.cost(policy, decision, outcome)
-        self.record(facts, decision, outcome, decision_ms, total_ms, cost)
+        if self.log is not None or self.metrics is not None:
+            rec = decision_record(facts, decision, outcome, decision_ms, total_ms, cost, policy)
+            if self.log is not None:
+                self.log.record(rec)
+            if self.metrics is not None:  # counted from the record the log receives
+                self.metrics.decision(policy, facts, decision, outcome, rec)
         work = decision.work
         ops = list(work.settle)
         route_cfg = facts.route.conversation if facts.route is not None else None
@@ -110,9 +120,13 @@ class Settlement:
 
 def decision_record(
     facts: RequestFacts, decision: Decision, outcome: RequestOutcome,
-    decision_ms: float, total_ms: float, cost: float | None,
+    decision_ms: float, total_ms: float, cost: float | None, policy: Policy | None = None,
 ) -> DecisionRecord:  # fmt: skip
     usage = outcome.usage
+    reserved = decision.work.reserved_usd
+    held = None
+    if policy is not None and outcome.upstream_status is None and outcome.status >= 400:
+        held = reserved or held_at_most(policy, facts, decision) or None
     return DecisionRecord(
         ts=facts.received_at,
         request_id=facts.request_id,
@@ -138,8 +152,21 @@ def decision_record(
         tokens_out=usage.output_tokens if usage else None,
         usage_exact=usage.exact if usage else None,
         cost_usd=round(cost, 8) if cost is not None else None,
-        reserved_usd=round(decision.work.reserved_usd, 8) if decision.work.reserved_usd else None,
+        reserved_usd=round(reserved, 8) if reserved else None,
+        held_usd=round(held, 8) if held else None,
+        account=decision.work.account,
     )
+
+
+def held_at_most(policy: Policy, facts: RequestFacts, decision: Decision) -> float:
+    """USD a refused call would have held: its input (about 4 bytes a token) and the
+    route's full output allowance, at the price of its model (the dearest known model
+    when none is named). What the refusal saved, at most (docs/observability.md)."""
+    route = facts.route
+    if route is None or not route.protect:
+        return 0.0
+    model = decision.work.model or route.model
+    return policy.prices.worst_case(model, len(facts.body) / 4, policy.output_cap_for(route))
 
 
 def _signal_dict(s: Signal) -> dict[str, Any]:

@@ -45,9 +45,14 @@
  *       deviceWaitMs: how long a request may wait for a registration still in flight,
  *                counted from the start of the request (default 2000); after that it
  *                goes without the device header and the registration continues.
+ *       input:   true (default): observe, with no call by the page, the input that led to
+ *                each protected request: counts of trusted keys, pastes and focus time in
+ *                the text field the person edited last (textarea, text/search input,
+ *                contenteditable). false: only fields given to trackInput are observed.
  *
  *   tokenward.trackInput(elementOrSelector) -> untrack()
- *       Counts, for the prompt being written in that field (textarea, input or
+ *       Narrows the observation to that field (by default the SDK observes every text
+ *       field and reports the one edited last). Counts, for the prompt being written in that field (textarea, input or
  *       contenteditable; a selector also matches fields added later): trusted keydowns
  *       that type or delete text, paste (and drop) events and the pasted length, the
  *       time the field was focused, and its length. Counts only: the text is never read
@@ -118,7 +123,7 @@
   // Set by tokenward.configure(); workers: undefined = min(2, hardwareConcurrency).
   const config = {
     base: "", routes: null, signals: true, workers: undefined,
-    device: true, deviceTtlDays: 25, deviceWaitMs: 2000,
+    device: true, deviceTtlDays: 25, deviceWaitMs: 2000, input: true,
   };
 
   // Captured at load time so that a page doing `window.fetch = tokenward.fetch` does not
@@ -949,6 +954,22 @@
   const trackers = []; // {owns(node) -> bool, elements() -> Element[]}
   const input = { keys: 0, pastes: 0, pastedChars: 0, focusMs: 0, focusedAt: null, lastLen: 0 };
   let listening = false;
+  // Without trackInput (and unless configure({input: false})): every text field is
+  // observed, and the prompt is the field the person edited last. A page where nothing
+  // was typed or pasted then reports zero counts, which is the evidence.
+  let autoField = null;
+
+  function observing() {
+    return trackers.length > 0 || config.input !== false;
+  }
+
+  function isTextField(node) {
+    if (node.isContentEditable) return true;
+    if (node.tagName === "TEXTAREA") return true;
+    if (node.tagName !== "INPUT") return false;
+    const type = (node.getAttribute("type") || "text").toLowerCase();
+    return type === "text" || type === "search";
+  }
 
   function eventTarget(e) {
     const path = typeof e.composedPath === "function" ? e.composedPath() : null;
@@ -957,8 +978,16 @@
 
   function isTracked(node) {
     if (!node || node.nodeType !== 1) return false;
-    for (const t of trackers) if (t.owns(node)) return true;
-    return false;
+    if (trackers.length) {
+      for (const t of trackers) if (t.owns(node)) return true;
+      return false;
+    }
+    return config.input !== false && isTextField(node);
+  }
+
+  // The field an edit event went to, remembered as the prompt (automatic observation).
+  function edited(node) {
+    if (!trackers.length) autoField = node;
   }
 
   function textLength(el) {
@@ -981,21 +1010,32 @@
 
   const inputListeners = {
     keydown(e) {
-      if (e.isTrusted && isTracked(eventTarget(e)) && typesText(e)) input.keys++;
+      const el = eventTarget(e);
+      if (e.isTrusted && isTracked(el) && typesText(e)) {
+        input.keys++;
+        edited(el);
+      }
     },
     paste(e) {
-      if (!e.isTrusted || !isTracked(eventTarget(e))) return;
+      const el = eventTarget(e);
+      if (!e.isTrusted || !isTracked(el)) return;
       input.pastes++;
+      edited(el);
       try { input.pastedChars += e.clipboardData ? e.clipboardData.getData("text").length : 0; } catch (_) { /* */ }
     },
     drop(e) {
-      if (!e.isTrusted || !isTracked(eventTarget(e))) return;
+      const el = eventTarget(e);
+      if (!e.isTrusted || !isTracked(el)) return;
       input.pastes++;
+      edited(el);
       try { input.pastedChars += e.dataTransfer ? e.dataTransfer.getData("text").length : 0; } catch (_) { /* */ }
     },
     input(e) {
       const el = eventTarget(e);
-      if (isTracked(el)) input.lastLen = textLength(el);
+      if (isTracked(el)) {
+        input.lastLen = textLength(el);
+        edited(el); // a script's input event too: the prompt is where the text is
+      }
     },
     focusin(e) {
       if (isTracked(eventTarget(e)) && input.focusedAt === null) input.focusedAt = performance.now();
@@ -1045,9 +1085,13 @@
   // pages do) gets the length after the last edit instead; unknown (0) is left out, and
   // the gateway then measures the prompt in the request body.
   function inputSnapshot() {
-    if (!trackers.length) return undefined;
+    if (!observing()) return undefined;
     let chars = 0;
-    for (const t of trackers) for (const el of t.elements()) chars += textLength(el);
+    if (trackers.length) {
+      for (const t of trackers) for (const el of t.elements()) chars += textLength(el);
+    } else if (autoField && autoField.isConnected) {
+      chars = textLength(autoField);
+    }
     if (!chars) chars = input.lastLen;
     const focus = input.focusMs + (input.focusedAt !== null ? performance.now() - input.focusedAt : 0);
     const out = { keys: input.keys, pastes: input.pastes, pasted_chars: input.pastedChars, focus_ms: Math.round(focus) };
@@ -1217,7 +1261,7 @@
       const obj = config.signals === true ? collectSignals() : await config.signals();
       if (obj !== undefined && obj !== null) {
         signalsValue = b64url(utf8.encode(JSON.stringify(obj)));
-        if (obj.input !== undefined && trackers.length) resetInput();
+        if (obj.input !== undefined && observing()) resetInput();
       }
       return signalsValue;
     }
@@ -1305,6 +1349,11 @@
       if (!(days > 0)) throw new TypeError("tokenward.configure: deviceTtlDays must be a positive number");
       config.deviceTtlDays = days;
     }
+    if ("input" in opts) {
+      if (typeof opts.input !== "boolean") throw new TypeError("tokenward.configure: input must be true or false");
+      config.input = opts.input;
+      if (config.input) listen();
+    }
     if ("deviceWaitMs" in opts) {
       const ms = Number(opts.deviceWaitMs);
       if (!(ms >= 0)) throw new TypeError("tokenward.configure: deviceWaitMs must be >= 0");
@@ -1348,6 +1397,8 @@
   } else {
     setTimeout(warmUp, 200);
   }
+
+  listen(); // automatic input observation (configure({input: false}) turns it off)
 
   const tokenward = {
     version: VERSION,

@@ -243,6 +243,15 @@ def _origin_allowed(origin: str, cfg: ClientSettings, host: str | None) -> bool:
     return netloc == host or netloc == host.removesuffix(":443") or netloc == host.removesuffix(":80")
 
 
+def _page_allowed(origin: str, cfg: ClientSettings, facts: RequestFacts) -> bool:
+    """A page of the site, or of an origin the route lets call it (``cors.origins``,
+    docs/browser-sdk.md)."""
+    if _origin_allowed(origin, cfg, facts.headers.get("host")):
+        return True
+    cors = facts.route.cors if facts.route is not None else None
+    return cors is not None and origin in cors.origins
+
+
 def _secure_context(origin: str | None, cfg: ClientSettings) -> bool:
     """Would the browser send client hints and Fetch Metadata? Only to https or localhost.
 
@@ -434,7 +443,7 @@ def client_signals(
             out.append(Signal("client/sdk-header", _W["client/sdk-header"], {"headers": sdk_headers[:8]}))
         if (signal := _agent_signal(ua, profile)) is not None:
             out.append(signal)
-        if origin is not None and not _origin_allowed(origin, cfg, headers.get("host")):
+        if origin is not None and not _page_allowed(origin, cfg, facts):
             out.append(Signal("client/origin-mismatch", _W["client/origin-mismatch"], {"origin": origin[:200]}))
         if tls_fp is not None and (signal := _tls_tool_signal(tls_fp, cfg)) is not None:
             out.append(signal)

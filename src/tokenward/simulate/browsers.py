@@ -52,8 +52,15 @@ SDK_READY = "() => window.tokenward && window.tokenward.protocol === 1"
 # Playwright's per-context locale rewrites Accept-Language out of Chromium's header order.
 _TIMEZONES = ["America/New_York", "America/Chicago", "America/Los_Angeles", "Europe/London", "Europe/Berlin",
               "Europe/Paris", "America/Sao_Paulo", "Asia/Kolkata"]  # fmt: skip
+# Phones: the window is the screen less the browser's bars (never equal to the screen).
+_SMALL_WINDOWS = [((360, 640), (360, 800)), ((390, 664), (390, 844)), ((412, 775), (412, 915))]
 _WINDOWS = [((1366, 657), (1920, 1080)), ((1280, 720), (1536, 864)), ((1440, 789), (1920, 1080)),
             ((1600, 789), (2560, 1440)), ((1280, 633), (1440, 900))]  # fmt: skip
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def chromium_available() -> bool:
@@ -151,16 +158,29 @@ class _Recorder:
 
 
 async def _send_message(
-    page: Any, recorder: _Recorder, rec: CallRecord, prompt: str, cps: float | None, wait_s: float
-) -> None:
-    """Type (or fill) the prompt, press Enter, wait until the page shows the answer."""
+    page: Any, recorder: _Recorder, rec: CallRecord, prompt: str, cps: float | None, wait_s: float,
+    how: str = "type", pasted: str = "",
+) -> None:  # fmt: skip
+    """Type (or fill) the prompt, press Enter, wait until the page shows the answer.
+    ``how``: ``type`` (click the field, type), ``keyboard`` (Tab to the field, type: no
+    pointer at all), ``paste`` (click, type ``prompt``, then paste ``pasted`` from the
+    clipboard with Ctrl+V: a trusted paste event, as a person's)."""
     done = await page.locator(".msg.assistant[data-done]").count()
     box = page.locator("#prompt")
     if cps is None:
         await box.fill(prompt)  # a script: the value appears without key events
     else:
-        await box.click()
+        if how == "keyboard":
+            for _ in range(12):
+                if await page.evaluate("() => document.activeElement && document.activeElement.id") == "prompt":
+                    break
+                await page.keyboard.press("Tab")
+        else:
+            await box.click()
         await box.press_sequentially(prompt, delay=1000.0 / cps)
+        if how == "paste" and pasted:
+            await page.evaluate("text => navigator.clipboard.writeText(text)", pasted)
+            await page.keyboard.press("Control+V")
     recorder.rec = rec
     rec.t_start = time.time()
     try:
@@ -222,7 +242,11 @@ class LegitBrowsers:
     async def _session(self, rng: random.Random, deadline: float, stop: asyncio.Event) -> None:
         s, t = self.settings, self.target
         tz = rng.choice(_TIMEZONES)
-        viewport, screen = rng.choice(_WINDOWS)
+        small = rng.random() < s.small_screen_share
+        viewport, screen = rng.choice(_SMALL_WINDOWS if small else _WINDOWS)
+        how = (
+            "paste" if rng.random() < s.paste_share else "keyboard" if rng.random() < s.keyboard_only_share else "type"
+        )
         ip = self.ip_pick()
         new = rng.random() < s.new_account_share
         account = self.account(new)
@@ -233,6 +257,8 @@ class LegitBrowsers:
             screen={"width": screen[0], "height": screen[1]},
             extra_http_headers={"X-Forwarded-For": ip},
         )
+        if how == "paste":  # what a person's browser allows the page they paste into
+            await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=_origin(t.page_base))
         try:
             cookie = t.cookie(account)
             if cookie and t.jwt_cookie and account is not None:
@@ -256,7 +282,12 @@ class LegitBrowsers:
                 rec.new_device = turn == 0
                 self.active.append(rec)
                 try:
-                    await _send_message(page, recorder, rec, legit_question(rng, turn), cps, wait_s=90)
+                    question = legit_question(rng, turn)
+                    if how == "paste":  # a short lead-in typed, a long passage pasted
+                        pasted = " ".join(legit_question(rng, turn + k) for k in range(1, 6))
+                        await _send_message(page, recorder, rec, question + " ", cps, 90, how, pasted)
+                    else:
+                        await _send_message(page, recorder, rec, question, cps, 90, how)
                 except Exception as exc:
                     rec.error = f"{type(exc).__name__}: {str(exc)[:200]}"
                 finally:

@@ -92,9 +92,11 @@ class LegitPopulation:
         )
 
     async def close(self) -> None:
-        for user in self.users:
-            if user.registration is not None and not user.registration.done():
-                user.registration.cancel()
+        registrations = [u.registration for u in self.users if u.registration is not None]
+        for task in registrations:
+            task.cancel()
+        # Awaited, so that none ends with an exception nobody retrieved.
+        await asyncio.gather(*registrations, return_exceptions=True)
         if self.session is not None:
             await self.session.close()
 

@@ -6,16 +6,17 @@ the seed, so two runs with one seed offer the same traffic.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import random
+from dataclasses import dataclass
 
+from .._extras import install_command, missing_modules
 from ..policy import Policy
 from .actors import Target
-from .browsers import chromium_available
+from .browsers import CHROMIUM, chromium_available
 from .profiles import Profile, Timeline, poisson_arrivals
 
-__all__ = ["attack_kinds", "bucket_start", "plan_arrivals"]
+__all__ = ["Missing", "attack_kinds", "bucket_start", "missing_requirements", "plan_arrivals"]
 
 
 def plan_arrivals(
@@ -48,22 +49,79 @@ def plan_arrivals(
     return legit, attack, end
 
 
-# The client library each attacker is (tokenward[simulate] installs them all).
+# The client library each actor is (tokenward[simulate] installs them all).
 _NEEDS = {
     "adapter-openai": ("openai", "httpx2"),
     "adapter-anthropic": ("anthropic", "httpx2"),
     "impersonator": ("curl_cffi",),
     "headless-farm": ("playwright",),
+    "legit-browser": ("playwright",),
 }
+_BROWSER_ACTORS = ("legit-browser", "headless-farm")
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """What the actors a run would use need and this machine lacks."""
+
+    modules: dict[str, tuple[str, ...]]  # actor -> missing Python modules
+    chromium: tuple[str, ...]  # actors that need /usr/bin/chromium, when it is absent
+
+    @property
+    def actors(self) -> list[str]:
+        return sorted(set(self.modules) | set(self.chromium))
+
+    def __bool__(self) -> bool:
+        return bool(self.modules or self.chromium)
+
+    def reasons(self) -> dict[str, str]:
+        """actor -> why it cannot run here."""
+        out = {a: f"{', '.join(m)} not installed" for a, m in self.modules.items()}
+        for a in self.chromium:
+            out.setdefault(a, f"no Chromium at {CHROMIUM}")
+        return out
+
+    def error(self) -> str:
+        """One line: what is missing, for which actors, and how to install it."""
+        parts = []
+        if self.modules:
+            mods = sorted({m for ms in self.modules.values() for m in ms})
+            parts.append(
+                f"missing Python modules {', '.join(mods)} (needed by {', '.join(sorted(self.modules))}): "
+                f"install them with {install_command('simulate')}"
+            )
+        if self.chromium:
+            parts.append(
+                f"no Chromium at {CHROMIUM} (needed by {', '.join(self.chromium)}): apt-get install chromium, "
+                "or pass --no-browsers"
+            )
+        return "tokenward simulate: " + "; ".join(parts) + "; or pass --skip-missing to run without those actors"
+
+
+def missing_requirements(profile: Profile, browsers: bool) -> Missing:
+    """The actors this profile uses (attackers with a weight; Chromium users when
+    ``browsers``) whose client library or browser is missing here."""
+    used = [k for k, a in profile.attackers.items() if a.weight > 0]
+    if browsers and profile.legit.browser_pages > 0:
+        used.append("legit-browser")
+    if not browsers:
+        used = [k for k in used if k not in _BROWSER_ACTORS]
+    modules = {}
+    for actor in used:
+        gone = missing_modules(_NEEDS.get(actor, ()))
+        if gone:
+            modules[actor] = tuple(gone)
+    chromium = tuple(a for a in used if a in _BROWSER_ACTORS) if not CHROMIUM.exists() else ()
+    return Missing(modules, chromium)
 
 
 def attack_kinds(profile: Profile, target: Target, browsers: bool, notes: list[str]) -> dict[str, float]:
     kinds = {k: a.weight for k, a in profile.attackers.items() if a.weight > 0}
     for kind, modules in _NEEDS.items():
-        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        missing = missing_modules(modules)
         if kind in kinds and missing:
             kinds.pop(kind)
-            notes.append(f"{kind}: {', '.join(missing)} not installed (pip install 'tokenward[simulate]'); "
+            notes.append(f"{kind}: NOT RUN ({', '.join(missing)} not installed; --skip-missing); "
                          "its share went to the other attackers")  # fmt: skip
     if "adapter-anthropic" in kinds and target.anthropic_route is None:
         kinds.pop("adapter-anthropic")

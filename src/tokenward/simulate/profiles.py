@@ -85,6 +85,10 @@ class LegitSettings(_Strict):
     think_seconds: Range = Field((6, 30), description="pause before typing the next message")
     typing_cps: Range = Field((5, 10), description="characters typed per second")
     paste_share: float = Field(0.1, ge=0, le=1, description="users who paste part of their question")
+    keyboard_only_share: float = Field(
+        0.1, ge=0, le=1, description="Chromium users who reach the prompt with Tab, never touching a pointer"
+    )
+    small_screen_share: float = Field(0.2, ge=0, le=1, description="Chromium users on a phone-sized screen")
     session_messages: Range = Field((1, 6), description="messages per conversation (HTTP model)")
     concurrency: int = Field(200, ge=1, description="legit calls in flight at most (beyond: not sent, reported)")
 
@@ -115,6 +119,9 @@ class Economics(_Strict):
     proxy_usd_per_gb: float = Field(4.0, ge=0, description="residential proxy traffic, USD per GB")
     account_usd: float = Field(0.02, ge=0, description="one throwaway account (disposable inbox, CAPTCHA solving)")
     compute_usd_per_core_hour: float = Field(0.04, ge=0, description="rented CPU, USD per core-hour")
+    browser_usd_per_hour: float = Field(
+        0.10, ge=0, description="a hosted headless browser, USD per browser-hour (a farm pays this, not core-hours)"
+    )
     resale_fraction: float = Field(
         0.5, ge=0, description="what a stolen call sells for, as a share of what it cost the victim upstream"
     )

@@ -4,6 +4,7 @@ self-contained ``report.html`` (inline CSS and SVG; it loads nothing)."""
 from __future__ import annotations
 
 import json
+import re
 from html import escape
 from importlib import resources
 from pathlib import Path
@@ -45,6 +46,17 @@ def usd(v: float | None) -> str:
     if v is None:
         return "n/a"
     return f"${v:,.2f}" if abs(v) >= 1 else f"${v:.4f}"
+
+
+_YIELD_HEADERS = ["devices", "addresses", "stolen / device", "stolen / address", "stolen / CPU-second"]
+
+
+def _yields(e: dict[str, Any]) -> list[str]:
+    def per(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3g}"
+
+    return [str(e["devices"]), str(e["addresses"]), per(e["stolen_per_device"]), per(e["stolen_per_address"]),
+            per(e["stolen_per_cpu_s"])]  # fmt: skip
 
 
 def times(v: float | None) -> str:
@@ -139,7 +151,23 @@ def _explanations(report: dict[str, Any]) -> list[str]:
             f"before it ({times(s['spike_ratio'])}); attackers' calls cost {usd(s['attack_usd'])} in total, legit "
             f"users' {usd(s['legit_usd'])}." + _extrapolated(s)
         )
+    for g in report["goals"]:  # what the report found about why (report.py: goal["why"])
+        for w in g.get("why") or []:
+            if not w.startswith(("got through", "attack calls that")):
+                out.append(f"{g['goal'].capitalize()}: {w}.")
     return out
+
+
+def _not_run(report: dict[str, Any]) -> str:
+    listed = "; ".join(f"{a} ({why})" for a, why in report["not_run"].items())
+    return f"**Not run** (--skip-missing): {listed}. The figures cover the other actors only."
+
+
+def _inline(text: str) -> str:
+    """The report's inline Markdown (``**bold**``, ```code```) as HTML; the rest escaped."""
+    html = escape(text)
+    html = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html)
 
 
 # --------------------------------------------------------------------------------------
@@ -173,6 +201,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         ),
         "",
     ]
+    if report.get("not_run"):
+        out += [_not_run(report), ""]
     why = _explanations(report)
     if why:
         out += ["Where the goals were missed:", ""] + [f"* {w}" for w in why] + [""]
@@ -222,6 +252,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Prices: residential proxy traffic ${et['prices']['proxy_usd_per_gb']:g}/GB, a throwaway account "
         f"${et['prices']['account_usd']:g}, compute ${et['prices']['compute_usd_per_core_hour']:g}/core-hour "
+        f"(a hosted headless browser ${et['prices']['browser_usd_per_hour']:g}/hour) "
         f"(proofs at {et['hash_rate']:,} hashes/s, this machine's Python solver); a stolen call resells for "
         f"{100 * et['prices']['resale_fraction']:g}% of what it cost the victim.",
         "",
@@ -233,6 +264,10 @@ def render_markdown(report: dict[str, Any]) -> str:
               usd(e["cost_per_stolen_call_usd"]), usd(e["resale_value_per_call_usd"]),
               "yes" if e["profitable"] else "no"] for e in report["economics"]],
         ),
+        "",
+        "What each resource bought the attacker (calls that reached the model):",
+        "",
+        _md_table(["attacker", *_YIELD_HEADERS], [[e["actor"], *_yields(e)] for e in report["economics"]]),
         "",
         f"All attackers: {usd(et['cost_usd'])} for {et['stolen']} stolen calls = "
         f"**{usd(et['cost_per_stolen_call_usd'])} per stolen call**, against a resale value of "
@@ -277,10 +312,12 @@ def render_html(report: dict[str, Any]) -> str:
             f'<div class="status">{escape(g["status"].upper())} (limit {escape(_limit(g))})</div></div>'
         )
     parts.append("</div>")
+    if report.get("not_run"):
+        parts.append(f'<p class="why">{_inline(_not_run(report))}</p>')
     why = _explanations(report)
     if why:
         parts.append('<div class="why"><p><strong>Where the goals were missed</strong></p><ul>'
-                     + "".join(f"<li>{escape(w)}</li>" for w in why) + "</ul></div>")  # fmt: skip
+                     + "".join(f"<li>{_inline(w)}</li>" for w in why) + "</ul></div>")  # fmt: skip
     parts.append("<h2>Traffic</h2>")
     parts.append(stacked_chart(
         f"Calls per {b:g} s by actor (shaded: under-attack mode)",
@@ -333,6 +370,13 @@ def render_html(report: dict[str, Any]) -> str:
     ))  # fmt: skip
     et = report["economics_total"]
     parts.append("<h2>Attacker economics</h2>")
+    pr = et["prices"]
+    parts.append(
+        f"<p>Prices: residential proxy traffic ${pr['proxy_usd_per_gb']:g}/GB, a throwaway account "
+        f"${pr['account_usd']:g}, compute ${pr['compute_usd_per_core_hour']:g}/core-hour, a hosted headless browser "
+        f"${pr['browser_usd_per_hour']:g}/hour; a stolen call resells for {100 * pr['resale_fraction']:g}% of what "
+        "it cost the victim.</p>"
+    )
     parts.append(_html_table(
         ["attacker", "calls", "stolen", "proxy GB", "accounts", "core-s", "cost", "cost / stolen call",
          "resale / call"],
@@ -340,6 +384,7 @@ def render_html(report: dict[str, Any]) -> str:
           f"{e['compute_core_s']:.1f}", usd(e["cost_usd"]), usd(e["cost_per_stolen_call_usd"]),
           usd(e["resale_value_per_call_usd"])] for e in report["economics"]],
     ))  # fmt: skip
+    parts.append(_html_table(["attacker", *_YIELD_HEADERS], [[e["actor"], *_yields(e)] for e in report["economics"]]))
     parts.append(
         f"<p>All attackers: {escape(usd(et['cost_usd']))} for {et['stolen']} stolen calls = "
         f"<strong>{escape(usd(et['cost_per_stolen_call_usd']))}</strong> per stolen call, against a resale value of "
@@ -352,6 +397,6 @@ def render_html(report: dict[str, Any]) -> str:
           str(p["attack_calls"]), str(p["attack_reached"]), usd(p["spend_per_min_usd"])] for p in report["phases"]],
     ))  # fmt: skip
     parts.append("<h2>Simulation settings</h2><ul class=\"notes\">"
-                 + "".join(f"<li>{escape(n)}</li>" for n in report["notes"]) + "</ul>")  # fmt: skip
+                 + "".join(f"<li>{_inline(n)}</li>" for n in report["notes"]) + "</ul>")  # fmt: skip
     template = Template((resources.files("tokenward.simulate") / "report_template.html").read_text())
     return template.substitute(title=escape(f"tokenward simulate: {run['profile']}"), body="\n".join(parts))

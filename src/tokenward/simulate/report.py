@@ -41,6 +41,10 @@ _LEGIT = ipaddress.ip_network(LEGIT_NET)
 _ATTACK = ipaddress.ip_network(ATTACK_NET)
 
 
+# Attackers that drive real browsers: their compute is priced as hosted browser time.
+BROWSER_ACTORS = frozenset({"headless-farm"})
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -270,13 +274,21 @@ def build_report(data: RunData) -> dict[str, Any]:
         # Measured CPU where the client solved itself; the SDK transports' solves (no
         # timing of their own) at this machine's Python solver speed.
         core_s = sum(r.cpu_s if r.cpu_s else r.hashes / data.hash_rate for r in recs)
-        cost = gb * econ.proxy_usd_per_gb + accounts * econ.account_usd + core_s / 3600 * econ.compute_usd_per_core_hour
+        hourly = econ.browser_usd_per_hour if name in BROWSER_ACTORS else econ.compute_usd_per_core_hour
+        cost = gb * econ.proxy_usd_per_gb + accounts * econ.account_usd + core_s / 3600 * hourly
         n_stolen = sum(1 for r in recs if r.reached_upstream)
         values = stolen_value.get(name, [])
         value = statistics.fmean(values) * econ.resale_fraction if values else None
+        devices = max(sum(1 for r in recs if r.new_device), len({r.device for r in recs if r.device}))
+        addresses = len({r.ip for r in recs if r.ip})
         economics.append({
             "actor": name, "calls": len(recs), "stolen": n_stolen,
             "proxy_gb": round(gb, 6), "accounts": accounts, "compute_core_s": round(core_s, 2),
+            "devices": devices, "addresses": addresses,
+            # What one device key, one proxy exit and one second of compute bought the attacker.
+            "stolen_per_device": n_stolen / devices if devices else None,
+            "stolen_per_address": n_stolen / addresses if addresses else None,
+            "stolen_per_cpu_s": n_stolen / core_s if core_s else None,
             "cost_usd": round(cost, 6),
             "cost_per_call_usd": cost / len(recs),
             "cost_per_stolen_call_usd": cost / n_stolen if n_stolen else None,
@@ -352,6 +364,12 @@ def build_report(data: RunData) -> dict[str, Any]:
     ]
     if spike_start is None:
         goals[0]["status"] = goals[3]["status"] = "n/a"
+    for goal in goals:
+        goal["why"] = []
+    if goals[0]["status"] == "missed":
+        goals[0]["why"] = _why_attack(data, actors, attack_summary, g.attack_success_max)
+    if goals[3]["status"] == "missed":
+        goals[3]["why"] = _why_spend(spend_actor, legit_ratio, g.spike_spend_ratio_max)
 
     settings = data.settings
     return {
@@ -378,6 +396,7 @@ def build_report(data: RunData) -> dict[str, Any]:
             "attack_mix": {k: round(v, 3) for k, v in data.attack_kinds.items()},
         },
         "notes": data.notes,
+        "not_run": data.not_run,
         "goals": goals,
         "attack": attack_summary,
         "legit": friction,
@@ -401,6 +420,83 @@ def build_report(data: RunData) -> dict[str, Any]:
         "economics_total": economics_total,
         "series": series,
     }
+
+
+# Attackers whose SDK, script or headless-browser fingerprints give them away, but only
+# on a route that expects browsers (clients: browser; docs/risk.md#weights).
+_FINGERPRINTED = ("adapter-openai", "adapter-anthropic", "native-solver", "headless-farm")
+
+
+def _why_attack(data: RunData, actors: list[dict[str, Any]], attack: dict[str, Any], limit: float) -> list[str]:
+    """Plain sentences: which attackers got through, and the policy setting that let them."""
+    through = sorted((a for a in actors if a["side"] == "attack" and a["reached_upstream"]),
+                     key=lambda a: -a["reached_upstream"])  # fmt: skip
+    out = []
+    if through:
+        out.append("got through: " + ", ".join(f"{a['actor']} {a['reached_upstream']} of {a['sent']}"
+                                               + (" (after solving a harder challenge)" if a["met_a_challenge"]
+                                                  else "") for a in through))  # fmt: skip
+    explained = set()
+    policy = data.policy
+    if policy is not None:
+        from .services import CHAT_ROUTE
+
+        chat = policy.route_for(CHAT_ROUTE)
+        anthropic = next((r for r in policy.routes if r.protect and r.api.value == "anthropic"
+                          and not r.path.endswith("*")), None)  # fmt: skip
+        loose: dict[str, list[str]] = {}
+        routes = {}
+        for a in through:
+            route = anthropic if a["actor"] == "adapter-anthropic" else chat
+            if a["actor"] in _FINGERPRINTED and route is not None and route.clients != "browser":
+                loose.setdefault(route.path, []).append(a["actor"])
+                routes[route.path] = route
+        for path, names in loose.items():
+            clients = routes[path].clients
+            page = (
+                "the simulated site's page calls it: a route only your own page calls should say clients: browser"
+                if path == CHAT_ROUTE
+                else f"the simulated site's page never calls it (only {CHAT_ROUTE}): if no API client of yours "
+                "does either, remove it; if only your page does, say clients: browser"
+            )
+            out.append(
+                f"{path} accepts {'any client' if clients == 'any' else 'server clients'} (clients: {clients}), "
+                f"so the SDK, script and headless-browser fingerprints of {', '.join(names)} do not count there; "
+                f"{page} (docs/risk.md)"
+            )
+            explained.update(names)
+        imp = next((a for a in through if a["actor"] == "impersonator"), None)
+        if imp is not None:
+            carried = ", ".join(imp["forwarded_with"]) or "no signal"
+            out.append(
+                f"impersonator (curl_cffi with Chrome's TLS, the page's headers and a cloned signals report) carried "
+                f"only {carried}, below the lowest threshold: if your edge keeps browsers' header order, weigh "
+                "client/header-order 4; accounts (identity.jwt with expect_account) and per-account limits and "
+                "budgets bind it otherwise (examples/support-bot/policy.yaml does both)"
+            )
+            explained.add("impersonator")
+    if any(a["met_a_challenge"] and a["actor"] not in explained for a in through):
+        out.append("a challenge only costs a script a harder proof: give the signals these calls carried enough "
+                   "weight to throttle or block (weights:, docs/signals.md)")  # fmt: skip
+    sent = attack["sent"]
+    if sent and attack["reached_upstream"] == 1 and 1 / sent > limit:
+        out.append(f"one stolen call of {sent} is {100 / sent:.1f}%: this run has too few calls to resolve a "
+                   f"{100 * limit:g}% goal")  # fmt: skip
+    return out
+
+
+def _why_spend(spend_actor: dict[str, float], legit_ratio: float | None, limit: float) -> list[str]:
+    out = []
+    attack_usd = sum(v for k, v in spend_actor.items() if k not in LEGIT_ACTORS)
+    if attack_usd > 0:
+        out.append(f"attack calls that reached the model cost ${attack_usd:.4f} (see attack success rate)")
+    if legit_ratio is not None and legit_ratio > limit:
+        out.append(
+            f"legit users' spend alone moved {legit_ratio:.2f}x between the baseline and the attack (their "
+            "conversations grow turn by turn): this run is too short to resolve a "
+            f"{limit:.2f}x goal; judge spend on --profile incident"
+        )
+    return out
 
 
 def _goal(name: str, value: float | None, limit: float, unit: str) -> dict[str, Any]:

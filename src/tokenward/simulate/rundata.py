@@ -36,6 +36,7 @@ class SimulationSettings:
     decision_log: Path | None = None  # with --target: the target's SQLite decision log
     jwt_key: str | None = None  # with --target: the HS256 key of its identity.jwt, if any
     progress: bool = True
+    skip_missing: bool = False  # run without the actors whose client library or browser is missing
 
 
 @dataclass(slots=True)
@@ -60,6 +61,7 @@ class RunData:
     attack_kinds: dict[str, float]
     offered: dict[str, int] = field(default_factory=dict)
     load: dict[str, float] = field(default_factory=dict)  # the machine's load average around the run
+    not_run: dict[str, str] = field(default_factory=dict)  # actor -> why it did not take part (--skip-missing)
 
 
 _RUN_FIELDS = ("t0", "t_end", "seed", "alerts", "notes", "policy_source", "target", "control_ttfb_ms", "hash_rate",
@@ -70,6 +72,7 @@ def save_run(data: RunData, run_dir: Path) -> None:
     """Everything but the records and the log (saved beside it) in ``run.json``, so a
     report can be computed again from the run's folder (:func:`load_run`)."""
     doc = {name: getattr(data, name) for name in _RUN_FIELDS}
+    doc["not_run"] = data.not_run
     doc["profile"] = data.profile.model_dump(mode="json")
     doc["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars_of(data.settings).items()
                        if k != "jwt_key"}  # a secret: never written down  # fmt: skip
@@ -89,6 +92,7 @@ def load_run(run_dir: Path) -> RunData:
         timeline=Timeline(profile, duration_scale=settings.duration_scale, hold_minutes=settings.hold_minutes),
         records=read_records(run_dir / "records.jsonl"),
         log_rows=read_log(log_path, doc["t0"] - 5) if log_path is not None else [], policy=None,
+        not_run=doc.get("not_run", {}),
         **{name: doc[name] for name in _RUN_FIELDS},
     )  # fmt: skip
 

@@ -44,7 +44,7 @@ from .actors import Solver, Target, solve_timed
 from .browsers import ChromiumHost, LegitBrowsers, chromium_available
 from .legit import LegitPopulation
 from .native import native_available
-from .plan import attack_kinds, bucket_start, plan_arrivals
+from .plan import attack_kinds, bucket_start, missing_requirements, plan_arrivals
 from .population import LEGIT_NET, AccountMint, IpPool, legit_question
 from .profiles import ATTACKER_KINDS, Profile, Timeline, load_profile
 from .progress import NoLive, progress_view
@@ -88,6 +88,7 @@ class _Run:
         self.procs: list[ManagedProcess] = []
         self.stop = asyncio.Event()
         self.legit_inflight = 0
+        self.not_run: dict[str, str] = {}  # actor -> why it did not take part (--skip-missing)
 
     async def main(self) -> RunData:
         s = self.s
@@ -97,6 +98,17 @@ class _Run:
             raise SimulationError(str(exc)) from None
         seed = s.seed if s.seed is not None else profile.seed
         timeline = Timeline(profile, duration_scale=s.duration_scale, hold_minutes=s.hold_minutes)
+        missing = missing_requirements(profile, s.browsers)
+        if missing:
+            if not s.skip_missing:
+                raise SimulationError(missing.error())
+            self.not_run = missing.reasons()
+            listed = "; ".join(f"{a} ({why})" for a, why in self.not_run.items())
+            self.console.print(
+                f"warning: --skip-missing: these actors will NOT run: {listed}. The report covers the others only.",
+                style="yellow", markup=False, highlight=False, soft_wrap=True,
+            )  # fmt: skip
+            self.notes.append(f"NOT RUN (--skip-missing): {listed}")
         run_dir = s.out.resolve() / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
         if s.target is not None and not s.allow_non_loopback and not is_loopback_url(s.target):
@@ -221,7 +233,9 @@ class _Run:
         kinds = attack_kinds(profile, target, s.browsers, self.notes)
         use_browsers = s.browsers and profile.legit.browser_pages > 0 and chromium_available()
         if s.browsers and profile.legit.browser_pages > 0 and not use_browsers:
-            self.notes.append("legit-browser: Chromium (/usr/bin/chromium) or playwright missing; HTTP model only")
+            self.notes.append(
+                "legit-browser: NOT RUN (Chromium or playwright missing; --skip-missing): HTTP model only"
+            )
         sink: Callable[[CallRecord], None] = self.records.append
         browsers = None
         host = None
@@ -360,7 +374,8 @@ class _Run:
                     await asyncio.sleep(0.25)
                     live.update(display())
                 self.stop.set()
-                stop_flag.set()
+                # The attack worker drains its own calls (drain_seconds after its last
+                # one); stop_flag is for an interrupted run only.
                 await asyncio.gather(*jobs, return_exceptions=True)
                 for task in list(legit_tasks):
                     task.cancel()
@@ -378,6 +393,7 @@ class _Run:
             if host is not None:
                 await host.close()
             if worker is not None:
+                stop_flag.set()
                 await asyncio.to_thread(worker.join, 30)
                 if worker.is_alive():
                     worker.terminate()
@@ -402,7 +418,7 @@ class _Run:
             profile=profile, settings=s, timeline=timeline, t0=t0, t_end=t_end, seed=seed, records=self.records,
             log_rows=rows, alerts=list(self.receiver.events), notes=self.notes, policy=policy,
             policy_source=policy_source, target=target.base, control_ttfb_ms=control, hash_rate=hash_rate,
-            attack_kinds=kinds, offered=dict(offered),
+            attack_kinds=kinds, offered=dict(offered), not_run=dict(self.not_run),
             load={"start_1min": load_start, "end_15min": os.getloadavg()[2]},
         )  # fmt: skip
         await asyncio.to_thread(save_run, data, run_dir)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from typing import Any
@@ -41,6 +42,16 @@ from .population import (
 from .records import Attempt, CallRecord
 
 __all__ = ["Impersonator", "NativeSolver"]
+
+
+def _registration_done(rec: CallRecord, task: asyncio.Future[bool]) -> None:
+    """Read a device registration's outcome (so no exception goes unretrieved) and
+    report a failure on the call that started it."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        rec.error = rec.error or f"device registration: {type(exc).__name__}: {str(exc)[:160]}"
 
 
 class _ScriptedClient:
@@ -92,6 +103,11 @@ class Impersonator(_ScriptedClient):
         self.cloned_prev = {"ms": 31, "hashes": 61_204, "workers": 2, "difficulty": 16}
 
     async def close(self) -> None:
+        # Registrations still running would send on a closed session: stop them first.
+        pending = [f for f in self.rotation.registrations.values() if not f.done()]
+        for f in pending:
+            f.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         await self.http.close()
 
     def _headers(self, who: Identity, extra: list[tuple[str, str]] | None = None) -> dict[str, str | None]:
@@ -168,6 +184,10 @@ class Impersonator(_ScriptedClient):
         pending = self.rotation.registrations.get(dev.id)
         if pending is None:
             pending = asyncio.ensure_future(self._register(rec, who, dev))
+            # Its calls may all be cancelled before it ends (the shield keeps it running):
+            # its outcome is read here either way, and a failure is reported on the call
+            # that started it.
+            pending.add_done_callback(functools.partial(_registration_done, rec))
             self.rotation.registrations[dev.id] = pending
             rec.new_device = True
         try:

@@ -94,6 +94,9 @@ async def _attack_main(config: dict[str, Any], conn: Any, stop: Any) -> None:
     async def one(kind: str, rec: CallRecord) -> None:
         try:
             await actors[kind].call(rec)
+        except asyncio.CancelledError:
+            rec.error = rec.error or "still in flight when the run ended"
+            raise
         except Exception as exc:
             rec.error = f"{type(exc).__name__}: {str(exc)[:200]}"
         finally:
@@ -134,6 +137,7 @@ async def _attack_main(config: dict[str, Any], conn: Any, stop: Any) -> None:
             await asyncio.wait(set(tasks), timeout=5)
     finally:
         reporter.cancel()
+        await asyncio.gather(reporter, return_exceptions=True)
         for actor in actors.values():
             with contextlib.suppress(Exception):
                 if hasattr(actor, "close"):

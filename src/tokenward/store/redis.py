@@ -53,7 +53,11 @@ try:
     )
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("the Redis store needs redis-py: pip install 'tokenward[redis]' (redis[hiredis])") from exc
+    from .._extras import MissingExtra
+
+    if exc.name is None or exc.name.split(".")[0] != "redis":
+        raise
+    raise MissingExtra(["redis"], "redis", "the Redis store (store: redis://...)") from exc
 
 from .base import StoreFull, StoreMethods, StoreUnavailable
 from .ops import (
