@@ -83,9 +83,26 @@ class LimitVerdict:
     result: WindowResult
 
 
-def limit_verdict(planned: Sequence[tuple[LimitSpec, Hit]], results: Sequence[WindowResult]) -> LimitVerdict | None:
-    """The first limit the request went over, if any."""
-    for (spec, _), result in zip(planned, results, strict=True):
+def _fallback_keyed(spec: LimitSpec, hit: Hit) -> bool:
+    """The device limit counted the request by its address (it had no verified device)."""
+    rest = hit.key[len(spec.name) + 5 :]  # after "lim:<name>:"
+    return rest.startswith(("ip:", "subnet:"))
+
+
+def limit_verdict(
+    planned: Sequence[tuple[LimitSpec, Hit]], results: Sequence[WindowResult], *, device_share: float = 1.0
+) -> LimitVerdict | None:
+    """The first limit the request went over, if any. ``device_share`` (< 1: a device
+    still earning its limits, devices.ramp) scales the limits keyed by the device: the
+    store counted against the whole limit, the request is over when its count passes the
+    share of it."""
+    for (spec, hit), result in zip(planned, results, strict=True):
         if not result.allowed:
             return LimitVerdict(spec, result)
+        if device_share < 1.0 and spec.key == "device" and not _fallback_keyed(spec, hit):
+            allowed = spec.limit * device_share
+            if result.count > allowed:
+                # Until enough of the window's count has slid out to let one more in.
+                retry = spec.window * min(1.0, (result.count - allowed) / result.count)
+                return LimitVerdict(spec, WindowResult(False, result.count, allowed, retry))
     return None

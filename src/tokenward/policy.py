@@ -100,6 +100,27 @@ class ProofSettings(_Strict):
     )
 
 
+class DeviceRamp(_Strict):
+    """Device trust that is earned (docs/risk.md, "Device trust"): a device starts with a
+    share of every device-keyed limit and budget, which grows with the calls it had
+    answered in full, up to the whole of them."""
+
+    enabled: bool = Field(True, description="scale device-keyed limits and budgets by the device's clean history")
+    start: float = Field(
+        0.25, gt=0, le=1, description="share of device-keyed limits and budgets a device without clean calls gets"
+    )
+    full_after: int = Field(
+        5, ge=1, description="clean calls (answered, in full or degraded: not refused) to reach the whole"
+    )
+    window: float = Field(30 * 86_400, gt=0, le=366 * 86_400, description="seconds clean calls are counted over")
+
+    def share(self, clean: float) -> float:
+        """The share of its device-keyed limits and budgets a device with ``clean`` calls gets."""
+        if not self.enabled:
+            return 1.0
+        return self.start + (1.0 - self.start) * min(1.0, max(0.0, clean) / self.full_after)
+
+
 class DeviceSettings(_Strict):
     enabled: bool = Field(True, description="accept device registrations and device signatures")
     registration_difficulty: int | None = Field(
@@ -109,6 +130,7 @@ class DeviceSettings(_Strict):
         description="proof bits to register a device (default: proof.difficulty + 4)",
     )
     ttl: float = Field(30 * 86_400, gt=0, description="seconds a registered device key is kept after registration")
+    ramp: DeviceRamp = Field(default_factory=lambda: DeviceRamp(), description="device trust that is earned")
 
 
 class DegradeSettings(_Strict):

@@ -56,6 +56,12 @@ class Threshold(_Strict):
         description="challenge: what a call gets when its proof has the extra bits but its risk still "
         "reaches this threshold (nothing new about who sent it; allow: the harder proof is enough)",
     )
+    automated: Literal["answered", "degrade", "throttle", "block"] = Field(
+        "block",
+        description="challenge: what an answered call gets instead when it still carries a sign of automation "
+        "(no input behind a long prompt, webdriver, headless...) from a device with no clean calls "
+        "(answered: the same as `answered`)",
+    )
 
 
 DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (

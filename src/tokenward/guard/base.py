@@ -26,6 +26,7 @@ MESSAGES = {
     "challenge": "A harder proof is needed for this request; solve the attached challenge.",
     "throttled": "Too many requests from this client right now; retry after the indicated time.",
     "blocked": "This request was refused.",
+    "automated": "This request was refused. If you are a person, type your message again and send it.",
     "store_unavailable": "The gateway cannot verify requests right now; try again shortly.",
     "budget_exhausted": "The spending budget for this client is used up for now; retry after the indicated time.",
     "spend_limit": "This service is over its spending limit right now; retry after the indicated time.",

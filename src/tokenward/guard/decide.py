@@ -21,8 +21,9 @@ from ..policy import Mode, Policy, RouteSettings
 from ..proof.signature import SignatureClaims, SignatureFailure
 from ..scoring import RiskResult, Threshold, risk_summary
 from ..signals import ProofOutcome
-from ..store import ReserveResult
-from .base import MESSAGES
+from ..signals.browser import AUTOMATION_TELLS
+from ..store import Hit, ReserveResult
+from .base import INF, MESSAGES
 from .challenges import extra_bits
 from .plan import Plan
 
@@ -52,6 +53,7 @@ def decide(
     under_attack: bool,
     signed: SignatureClaims | None,
     challenge: Challenger,
+    proven: bool = True,
 ) -> Decision:
     reasons = tuple(s.name for s in signals if s.score or s.name.startswith("proof/"))
     reasons += tuple(name for name, _ in risk.contributions if name.startswith("rule/"))
@@ -103,20 +105,34 @@ def decide(
         )  # fmt: skip
     if t is not None and t.action == "degrade":
         return Decision(Action.DEGRADE, f"risk/{t.score:g}", reasons, degrade=degraded(route), **common)
-    if t is not None and t.action == "challenge" and t.answered != "allow" and risk.rule is None and signed is None:
-        return answered(t, route, reasons, common)
+    if t is not None and t.action == "challenge" and risk.rule is None and signed is None:
+        automated = t.automated != "answered" and not proven
+        automated = automated and any(s.score > 0 and s.name in AUTOMATION_TELLS for s in signals)
+        action = t.automated if automated else t.answered
+        if action != "allow":
+            return answered(t, action, route, reasons, common, automated=automated)
     return Decision(Action.ALLOW, "proof/ok" if signed is None else "signature/ok", reasons, **common)
 
 
-def answered(t: Threshold, route: RouteSettings, reasons: tuple[str, ...], common: dict[str, Any]) -> Decision:
+def answered(
+    t: Threshold, action: str, route: RouteSettings, reasons: tuple[str, ...], common: dict[str, Any], *,
+    automated: bool = False,
+) -> Decision:  # fmt: skip
     """A call whose risk still reaches a ``challenge`` threshold although its proof has the
     extra bits: the harder proof shows work, not a person (any solver spends a few more
-    milliseconds), so it gets the threshold's ``answered`` action instead of an answer."""
-    name, reasons = f"risk/{t.score:g}/answered", (*reasons, "challenge/answered")
-    if t.answered == "degrade":
+    milliseconds), so it gets the threshold's ``answered`` action instead of an answer;
+    its ``automated`` action when a sign of automation is still there and the device has
+    no clean calls behind it (docs/risk.md, "Challenges that mean something")."""
+    name = f"risk/{t.score:g}/{'automated' if automated else 'answered'}"
+    reasons = (*reasons, "challenge/automated" if automated else "challenge/answered")
+    if action == "degrade":
         return Decision(Action.DEGRADE, name, reasons, degrade=degraded(route), **common)
-    if t.answered == "throttle":
+    if action == "throttle":
         return refusal(Action.THROTTLE, name, reasons, "throttled", common, retry_after=t.retry_after)
+    if automated:  # a person whose input the page could not see can type or paste it again
+        return Decision(
+            Action.BLOCK, name, reasons, code="blocked", message=MESSAGES["automated"], **common
+        )  # fmt: skip
     return refusal(Action.BLOCK, name, reasons, "blocked", common)
 
 
@@ -183,6 +199,10 @@ def follow_up(
         if plan.inflight is not None or plan.counted or plan.reservation:
             changed = True
             settle = plan.settle(forwarded=forwards)
+            if plan.clean_key is not None and decision.action.forwards:
+                # A call answered (in full or degraded): one more clean call towards the
+                # device's whole limits. Refusals earn nothing; nor do calls shadow mode let through.
+                settle += (Hit(plan.clean_key, INF, policy.devices.ramp.window, 1.0),)
             # The route's request rate (spike detection) counts attempts with a fresh
             # proof, but not the re-solves that a harder challenge itself causes.
             if plan.counts and decision.code != "challenge" and policy.spike.enabled:

@@ -10,13 +10,14 @@ device-keyed counters move over from its address once (:func:`rekey`).
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from ..facts import RequestFacts
 from ..limits import Keys, limit_ops
-from ..policy import Policy
+from ..policy import DeviceRamp, Policy
 from ..proof import KeyRing, ProofFailure, verify_proof
 from ..proof.device import DeviceClaim, DeviceKeys, device_id, load_public_key, parse_device_header_unverified
 from ..signals.behaviour import DeviceCheck
@@ -25,9 +26,46 @@ from ..store import Consume, Hit, Op, Put, Store, StoreUnavailable, WindowResult
 from .base import CONSUME_GRACE, DEVICE_ROUTE, INF, MESSAGES
 from .plan import Plan
 
-__all__ = ["check_device", "device_claim", "precheck_device", "register_device", "rekey"]
+__all__ = ["DeviceTrust", "check_device", "device_claim", "precheck_device", "register_device", "rekey"]
 
 log = logging.getLogger("tokenward.guard")
+
+
+class DeviceTrust:
+    """Clean calls per device as this instance last read them from the store.
+
+    A device's budgets are reserved in the same batch that reads its clean calls, so the
+    share of them it gets is the one its previous request here learnt (a device this
+    instance has not seen starts at ``devices.ramp.start``; its limits use the count of
+    this very batch). Bounded: the least recently seen devices are forgotten first.
+    """
+
+    def __init__(self, capacity: int = 50_000):
+        self._cap = capacity
+        self._clean: OrderedDict[str, float] = OrderedDict()
+
+    def clean(self, device: str) -> float:
+        value = self._clean.get(device)
+        if value is None:
+            return 0.0
+        self._clean.move_to_end(device)
+        return value
+
+    def share(self, ramp: DeviceRamp, claimed: str | None) -> float | None:
+        """The share of its budgets a claimed device reserves against (None: the ramp is
+        off, or no device claimed), from what its previous request here read (docs/money.md)."""
+        if claimed is None or not ramp.enabled:
+            return None
+        return ramp.share(self.clean(claimed))
+
+    def learn(self, device: str, clean: float) -> None:
+        self._clean[device] = clean
+        self._clean.move_to_end(device)
+        if len(self._clean) > self._cap:
+            self._clean.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._clean)
 
 
 def device_claim(facts: RequestFacts) -> DeviceClaim | str | None:

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..content import (
@@ -116,6 +116,7 @@ class Guard:
         self.keys = keys.scoped(self.scope.epoch)
         self.clock = clock
         self.devices = DeviceKeys()
+        self.trust = devices.DeviceTrust()
         # Where fail-open routes are judged while the store is unavailable.
         self.fallback = MemoryStore(max_used=100_000, max_keys=50_000, clock=clock)
         self.conversations = ConversationIds(keys)
@@ -194,6 +195,7 @@ class Guard:
         if isinstance(confirmed, Decision):
             return confirmed, plan
         device, limit_answers, held = confirmed
+        device = self._earned(policy, plan, batch, device)
         signals = collect(self._context(policy, facts, route, asker, plan, batch, device))
         return await self._verdict(
             policy, facts, route, asker, plan, batch, signals, device, limit_answers, purpose, held, conversation
@@ -240,13 +242,15 @@ class Guard:
         if not asker.verified:
             return Plan()  # no verified work: read nothing, count nothing
         under_attack = self.spike.mode(route.path) is RouteMode.UNDER_ATTACK
+        claim, signed = asker.claim, asker.signed
+        claimed = claim.device if isinstance(claim, DeviceClaim) else None
         spending = Spending(
             self.estimator,
             tighten=policy.spike.new_client_budget_factor if under_attack else 1.0,
             ceiling=self.breaker.budget(),
+            device_share=self.trust.share(policy.devices.ramp, claimed),
         )
-        claim, signed = asker.claim, asker.signed
-        unknown = claim.device if isinstance(claim, DeviceClaim) and self.devices.cached(claim.device) is None else None
+        unknown = claimed if claimed is not None and self.devices.cached(claimed) is None else None
         signed_ops = None
         if signed is not None:
             clients = self.evidence.clients
@@ -257,7 +261,7 @@ class Guard:
             )
         return plan_request(
             policy, facts, route, asker.proof, asker.keys, spending,
-            device_unknown=unknown, signed=signed, signed_ops=signed_ops,
+            device_unknown=unknown, claimed_device=claimed, signed=signed, signed_ops=signed_ops,
         )  # fmt: skip
 
     def _read_content(
@@ -403,7 +407,7 @@ class Guard:
             route=route.path, signals=frozenset(s.name for s in signals),
         ))  # fmt: skip
         plan.counted = [hit for (_, hit), r in zip(plan.limits, limit_answers, strict=True) if r.allowed]
-        over = self._over(policy, plan, batch, limit_answers)
+        over = self._over(policy, plan, batch, limit_answers, device.share)
         budget: ReserveResult | None = None
         if plan.reserve is not None:
             budget = plan.reserve.read(batch.results)
@@ -422,7 +426,7 @@ class Guard:
             ), plan  # fmt: skip
         decision = self._decide(
             policy, route, batch.outcome, signals, risk, over, budget,
-            under_attack=under_attack, signed=asker.signed,
+            under_attack=under_attack, signed=asker.signed, proven=bool(device.clean),
         )  # fmt: skip
         if held is not None and conversation is not None:
             decision = decision.evolve(work=FollowUp(conversation=(held[0], conversation.text, held[1])))
@@ -432,10 +436,24 @@ class Guard:
             )
         return decision, plan
 
+    def _earned(self, policy: Policy, plan: Plan, batch: _Batch, device: DeviceCheck) -> DeviceCheck:
+        """A verified device with its clean calls and the share of its limits they earn
+        (devices.ramp), learnt here for its next budgets."""
+        slot = plan.history.clean
+        if slot is None or device.status != "ok" or device.device is None:
+            return device
+        clean = slot.read(batch.results).count
+        self.trust.learn(device.device, clean)
+        plan.clean_key = f"clean:{device.device}"
+        return replace(device, clean=clean, share=policy.devices.ramp.share(clean))
+
     @staticmethod
-    def _over(policy: Policy, plan: Plan, batch: _Batch, limit_answers: list[Any]) -> LimitVerdict | None:
-        """The limit the request is over, if any (the emergency limit when judged locally)."""
-        over = limit_verdict(plan.limits, limit_answers)
+    def _over(
+        policy: Policy, plan: Plan, batch: _Batch, limit_answers: list[Any], share: float | None
+    ) -> LimitVerdict | None:
+        """The limit the request is over, if any (the emergency limit when judged locally);
+        a verified device's limits are the share of them it has earned (devices.ramp)."""
+        over = limit_verdict(plan.limits, limit_answers, device_share=1.0 if share is None else share)
         if plan.emergency is not None and not plan.emergency.read(batch.results).allowed:
             e = policy.emergency
             spec = LimitSpec(name="emergency", key="global", limit=e.limit, window=e.window)

@@ -82,6 +82,7 @@ class HistorySlots:
     accounts_per_device: Slot[int] | None = None
     new_accounts: Slot[WindowResult] | None = None
     all_accounts: Slot[WindowResult] | None = None
+    clean: Slot[WindowResult] | None = None  # the claimed device's clean calls (devices.ramp)
 
     def read(self, results: Sequence[Any]) -> History:
         def get(slot: Slot[Any] | None) -> Any:
@@ -127,6 +128,7 @@ class Plan:
     history: HistorySlots = field(default_factory=HistorySlots)
     transcript: Transcript | None = None  # the call's turns, read once for every content check
     account: str | None = None  # who the limits and budgets counted it as (for the log)
+    clean_key: str | None = None  # the verified device's clean-call counter (devices.ramp)
 
     def add(self, op: Op) -> Slot[Any]:
         self.ops.append(op)
@@ -163,6 +165,7 @@ class Spending:
     estimator: TokenEstimator
     tighten: float = 1.0  # under attack, new clients' budgets shrink by this factor
     ceiling: Budget | None = None  # the spend breaker's ceiling, as one more budget
+    device_share: float | None = None  # the verified device's share of its budgets (devices.ramp)
 
 
 def plan_request(
@@ -174,13 +177,15 @@ def plan_request(
     spending: Spending,
     *,
     device_unknown: str | None = None,
+    claimed_device: str | None = None,
     signed: SignatureClaims | None = None,
     signed_ops: tuple[Op | None, Sequence[LimitSpec], Sequence[BudgetSpec]] | None = None,
 ) -> Plan:
     """The batch of a request: nothing for one without verified work; else its consume,
     limits, budgets and history. ``device_unknown`` names a claimed device whose key this
-    instance must fetch; ``signed_ops`` are a signed client's revocation check, limits
-    and budgets."""
+    instance must fetch; ``claimed_device`` the device the request says it is (its clean
+    calls are read for devices.ramp); ``signed_ops`` are a signed client's revocation
+    check, limits and budgets."""
     plan = Plan()
     limits: Sequence[LimitSpec] = policy.limits
     budgets: Sequence[BudgetSpec] = policy.budgets
@@ -209,6 +214,9 @@ def plan_request(
     h.redeemed = plan.add(Hit(f"redeemed:{keys.subnet}", INF, 600))
     h.issued = plan.add(Hit(f"issued:{keys.subnet}", INF, 600, 0.0))
     h.registrations = plan.add(Hit(f"registrations:{keys.subnet}", INF, b.window, 0.0))
+    ramp = policy.devices.ramp
+    if claimed_device is not None and ramp.enabled:
+        h.clean = plan.add(Hit(f"clean:{claimed_device}", INF, ramp.window, 0.0))
     if keys.device is not None:
         h.ips_per_device = plan.add(Distinct(f"dev-ips:{keys.device}", keys.ip, b.window))
         h.devices_per_subnet = plan.add(
@@ -230,14 +238,19 @@ def _plan_budget(
     breaker's ceiling), in the same batch; settled at the exact cost afterwards."""
     call = facts.call
     plan.model = (call.model if call is not None else None) or route.model
-    budgets = budgets_for(specs, keys, tighten=spending.tighten)
-    if spending.ceiling is not None:
-        budgets.insert(0, spending.ceiling)
-    if not budgets:
+    if not specs and spending.ceiling is None:
         return
     body = call.body if call is not None else {}
     plan.tokens_in = spending.estimator.estimate_input(body, plan.model)
     plan.reserved = worst_case(policy, route, body, plan.model, plan.tokens_in)
+    budgets = budgets_for(
+        specs, keys, tighten=spending.tighten, device_share=spending.device_share, one_call=plan.reserved
+    )
+    if spending.ceiling is not None:
+        budgets.insert(0, spending.ceiling)
+    if not budgets:
+        plan.tokens_in, plan.reserved = None, 0.0
+        return
     plan.reservation = facts.request_id
     plan.reserve = plan.add(Reserve(tuple(budgets), plan.reserved, facts.request_id, policy.money.hold))
 

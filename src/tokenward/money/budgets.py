@@ -34,9 +34,20 @@ class BudgetSpec(BaseModel):
     )
 
 
-def budgets_for(specs: Sequence[BudgetSpec], keys: Keys, *, tighten: float = 1.0) -> list[Budget]:
+def budgets_for(
+    specs: Sequence[BudgetSpec],
+    keys: Keys,
+    *,
+    tighten: float = 1.0,
+    device_share: float | None = None,
+    one_call: float = 0.0,
+) -> list[Budget]:
     """The budgets a request reserves against. ``tighten`` scales device and account
-    budgets (under attack, new identities get less)."""
+    budgets (under attack, new identities get less). ``device_share`` (devices.ramp)
+    replaces it for the budgets keyed by the request's verified device: the device's
+    earned share says how new it is. A share never leaves a device less than
+    ``one_call`` (the call's worst case): a device that could not make one call could
+    never earn more."""
     out = []
     for spec in specs:
         if spec.routes and keys.route not in spec.routes:
@@ -44,6 +55,8 @@ def budgets_for(specs: Sequence[BudgetSpec], keys: Keys, *, tighten: float = 1.0
         value = keys.value(spec.key, spec.fallback)
         if value is None:
             continue
-        factor = tighten if spec.key in ("device", "account") else 1.0
-        out.append(Budget(f"bud:{spec.name}:{value}", spec.usd * factor, spec.window))
+        usd = spec.usd * (tighten if spec.key in ("device", "account") else 1.0)
+        if spec.key == "device" and keys.device is not None and device_share is not None:
+            usd = max(spec.usd * device_share, min(spec.usd, one_call))
+        out.append(Budget(f"bud:{spec.name}:{value}", usd, spec.window))
     return out

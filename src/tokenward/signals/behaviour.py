@@ -7,6 +7,7 @@ functions here only read them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -92,11 +93,16 @@ class DeviceCheck:
     status: str  # "ok" | "missing" | "malformed" | "unknown" | "bad-signature"
     device: str | None = None  # set only when status is "ok"
     claimed: str | None = None
+    clean: float | None = None  # calls answered in full behind it (devices.ramp), when read
+    share: float | None = None  # the share of its device-keyed limits and budgets it has earned
 
 
 def device_signals(check: DeviceCheck, *, browser_route: bool) -> list[Signal]:
     if check.status == "ok":
-        return [Signal("device/ok", 0.0, {"device": check.device})]
+        evidence: dict[str, Any] = {"device": check.device}
+        if check.clean is not None:
+            evidence.update(clean=round(check.clean, 2), share=round(check.share or 0.0, 3))
+        return [Signal("device/ok", 0.0, evidence)]
     if check.status == "missing":
         return [Signal("device/missing", 1.0 if browser_route else 0.0, {})]
     score = {"malformed": 3.0, "unknown": 2.0, "bad-signature": 5.0}[check.status]

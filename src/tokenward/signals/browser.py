@@ -42,6 +42,7 @@ from ..proof.challenge import ProofClaims
 from .http_client import chrome_major, platform_matches
 
 __all__ = [
+    "AUTOMATION_TELLS",
     "BROWSER_WEIGHTS",
     "MAX_SIGNALS_BYTES",
     "BrowserEnv",
@@ -73,6 +74,13 @@ BROWSER_WEIGHTS: dict[str, float] = {
     "browser/no-input": 3.0,
 }
 _W = BROWSER_WEIGHTS
+
+# Signs that a script, not a person, sent the call: a harder proof does not answer them
+# (scoring.Threshold.automated). Each is weighed on its own in BROWSER_WEIGHTS.
+AUTOMATION_TELLS = frozenset({
+    "browser/no-input", "browser/webdriver", "browser/headless", "browser/solve-too-fast",
+    "browser/prev-solve-too-fast", "behaviour/clockwork",
+})  # fmt: skip
 
 _SOFTWARE_RENDERERS = ("swiftshader", "llvmpipe", "softpipe", "microsoft basic render", "mesa offscreen")
 
