@@ -2,8 +2,9 @@
 Chromium user of `tokenward simulate` reaches and fills the prompt leave the trail a
 person's do, measured on the demo page through the REAL gateway (shadow mode, as
 test_input_evidence.py): keyboard only (Tab to the field, no pointer), a short lead-in
-typed and a long passage pasted from the clipboard (a trusted paste), on a phone-sized
-screen whose window is smaller than the screen."""
+typed and a long passage pasted from the clipboard (a trusted paste), on a small laptop
+screen with the window snapped to half of it: none of them trips a sign of automation or
+an odd-screen signal."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ POLICY = {
 LEAD = "Could you help me with this? "
 PASTED = "My order arrived late and the box was damaged, what can I do about it? " * 8
 COUNT_POINTERS = "window.__pointers = 0; addEventListener('pointerdown', e => { if (e.isTrusted) __pointers++ }, true);"
-PHONE = {"viewport": {"width": 390, "height": 664}, "screen": {"width": 390, "height": 844}}
+SMALL = {"viewport": {"width": 683, "height": 657}, "screen": {"width": 1366, "height": 768}}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def people_gateway(demo_upstream: Upstream, tmp_path_factory: pytest.TempPathFac
 @pytest.mark.parametrize("how", ["keyboard", "paste", "type"])
 async def test_a_simulated_person_leaves_a_persons_trail(open_page, people_gateway: GatewayProc, how: str) -> None:
     gw = people_gateway
-    options: dict[str, object] = dict(PHONE)
+    options: dict[str, object] = dict(SMALL)
     if how == "paste":
         options["permissions"] = ["clipboard-read", "clipboard-write"]
     page = await open_page(gw.url + "/demo", init_script=COUNT_POINTERS, **options)
@@ -57,7 +58,8 @@ async def test_a_simulated_person_leaves_a_persons_trail(open_page, people_gatew
         assert inp["pastes"] == 1 and inp["pasted_chars"] == len(PASTED) and inp["chars"] == len(LEAD + PASTED)
     else:
         assert inp["pastes"] == 0 and inp["chars"] == len(LEAD)
-    assert env["scr"][:2] == [390, 844] and env["vp"][:2] == [390, 664]  # the window is not the screen
+    assert env["scr"][:2] == [1366, 768] and env["vp"][:2] == [683, 657]  # the window is not the screen
     assert await page.evaluate("window.__pointers") == (0 if how == "keyboard" else 1)  # keyboard: Tab, no pointer
     row = await log_row(gw.db, sent.request_id)
-    assert "browser/no-input" not in signal_names(row), signal_names(row)
+    names = signal_names(row)
+    assert "browser/no-input" not in names and "browser/screen-odd" not in names, names

@@ -98,7 +98,7 @@ def test_default_policy_smoke_says_why_each_missed_goal_was_missed(default_smoke
         text = " ".join(attack["why"])
         stolen = [a["actor"] for a in report["actors"] if a["side"] == "attack" and a["reached_upstream"]]
         assert all(name in text for name in stolen), (stolen, text)
-        if set(stolen) & {"adapter-openai", "adapter-anthropic", "native-solver", "headless-farm"}:
+        if set(stolen) & {"adapter-openai", "adapter-anthropic", "native-solver", "headless-farm", "stealth-farm"}:
             assert "(clients: any)" in text and "say clients: browser" in text, text
         if "impersonator" in stolen:
             assert "weigh client/header-order 4" in text, text

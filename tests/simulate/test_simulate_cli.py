@@ -69,7 +69,7 @@ def test_smoke_stays_within_the_support_bot_bounds(smoke: dict[str, Any]) -> Non
     actors = {a["actor"]: a for a in report["actors"]}
     expected = {"legit-http", "adapter-openai", "impersonator", "native-solver"}
     if CHROMIUM.exists():
-        expected |= {"legit-browser", "headless-farm"}
+        expected |= {"legit-browser", "headless-farm", "stealth-farm"}
     assert expected <= {name for name, a in actors.items() if a["sent"] > 0}, actors
     # The gateway logged a decision for the calls, and they were attributed to actors.
     assert sum(sum(a["decisions"].values()) for a in report["actors"]) >= attack["sent"]

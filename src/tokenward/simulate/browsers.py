@@ -11,6 +11,10 @@ browser download is never used), launched with ``CHROMIUM_ARGS`` (docs/simulate.
 * :class:`HeadlessFarm` — what a farm does per stolen call: a fresh default headless
   context (so a fresh device key), the page, the agent transcript filled into the
   prompt field by script, Enter.
+* :class:`StealthFarm` — the farm that stays once the cheap tells are gone: the same
+  patched profile as the people (no ``navigator.webdriver``, no ``Headless`` in the user
+  agent, a real-looking window, screen and time zone), a fresh context per call, a
+  general off-purpose task filled into the prompt at once (no keys, no think time).
 
 Each response on the chat route is recorded from the page's network events, so the
 call's attempts (the SDK's retry included), statuses and decisions are what the
@@ -29,11 +33,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .actors import CHALLENGE_PATH, DEVICE_PATH, Rotation, Target, nonce_of, parse_refusal
-from .population import Account, flattened_transcript, legit_question
+from .population import Account, farm_task, flattened_transcript, legit_question
 from .profiles import LegitSettings
 from .records import Attempt, CallRecord, classify
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "ChromiumHost", "HeadlessFarm", "LegitBrowsers", "chromium_available"]
+__all__ = [
+    "CHROMIUM",
+    "CHROMIUM_ARGS",
+    "ChromiumHost",
+    "HeadlessFarm",
+    "LegitBrowsers",
+    "StealthFarm",
+    "chromium_available",
+]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -52,8 +64,11 @@ SDK_READY = "() => window.tokenward && window.tokenward.protocol === 1"
 # Playwright's per-context locale rewrites Accept-Language out of Chromium's header order.
 _TIMEZONES = ["America/New_York", "America/Chicago", "America/Los_Angeles", "Europe/London", "Europe/Berlin",
               "Europe/Paris", "America/Sao_Paulo", "Asia/Kolkata"]  # fmt: skip
-# Phones: the window is the screen less the browser's bars (never equal to the screen).
-_SMALL_WINDOWS = [((360, 640), (360, 800)), ((390, 664), (390, 844)), ((412, 775), (412, 915))]
+# Small screens: a small laptop's, the window snapped to half of it or a little smaller than
+# it. (Not phone sizes: a desktop Chromium window is never narrower than 500 px, so a
+# 390 px window with a desktop user agent is a profile no person has: browser/screen-odd.)
+_SMALL_WINDOWS = [((683, 657), (1366, 768)), ((640, 633), (1280, 720)), ((1024, 610), (1280, 720)),
+                  ((768, 689), (1536, 864))]  # fmt: skip
 _WINDOWS = [((1366, 657), (1920, 1080)), ((1280, 720), (1536, 864)), ((1440, 789), (1920, 1080)),
             ((1600, 789), (2560, 1440)), ((1280, 633), (1440, 900))]  # fmt: skip
 
@@ -332,6 +347,54 @@ class HeadlessFarm:
             await context.close()
             rec.t_end = time.time()
             # A browser context keeps about one core busy while it loads, registers and solves.
+            rec.cpu_s += rec.t_end - started
+
+
+class StealthFarm:
+    """A farm of patched Chromium that looks like the people: one fresh context per call.
+
+    The host is launched ``headed_like`` (``--disable-blink-features=AutomationControlled``,
+    the user agent without ``Headless``), each context gets a window, screen and time zone
+    drawn from the people's, so what is left to tell it from a person is what it does:
+    the prompt appears in the field without a key or a pointer event, at once.
+    """
+
+    def __init__(self, host: ChromiumHost, target: Target, rotation: Rotation):
+        self.host = host
+        self.target = target
+        self.rotation = rotation
+
+    async def call(self, rec: CallRecord) -> None:
+        t = self.target
+        rot = self.rotation
+        who = rot.next(rec, time.time())
+        started = time.time()
+        rec.t_start = started
+        rec.new_device = True
+        viewport, screen = rot.rng.choice(_WINDOWS)
+        context = await self.host.browser.new_context(
+            user_agent=self.host.user_agent,
+            timezone_id=rot.rng.choice(_TIMEZONES),
+            viewport={"width": viewport[0], "height": viewport[1]},
+            screen={"width": screen[0], "height": screen[1]},
+            extra_http_headers={"X-Forwarded-For": who.ip},
+        )
+        try:
+            account = who.account
+            if account is not None and t.jwt_cookie:
+                await context.add_cookies([{"name": t.jwt_cookie, "value": account.token, "url": t.page_base}])
+            page = await context.new_page()
+            recorder = _Recorder(t.chat_route)
+            recorder.rec = rec
+            recorder.attach(page)
+            await page.goto(t.page_base + t.page_path)
+            await page.wait_for_function(SDK_READY, timeout=30_000)
+            await _send_message(page, recorder, rec, farm_task(rot.rng), None, wait_s=60)
+        except Exception as exc:
+            rec.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        finally:
+            await context.close()
+            rec.t_end = time.time()
             rec.cpu_s += rec.t_end - started
 
 

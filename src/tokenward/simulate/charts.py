@@ -23,6 +23,7 @@ COLORS = {
     "impersonator": "#a855f7",
     "native-solver": "#92400e",
     "headless-farm": "#e11d48",
+    "stealth-farm": "#9f1239",
     "p50": "#2563eb",
     "p95": "#93c5fd",
 }

@@ -55,9 +55,10 @@ _NEEDS = {
     "adapter-anthropic": ("anthropic", "httpx2"),
     "impersonator": ("curl_cffi",),
     "headless-farm": ("playwright",),
+    "stealth-farm": ("playwright",),
     "legit-browser": ("playwright",),
 }
-_BROWSER_ACTORS = ("legit-browser", "headless-farm")
+_BROWSER_ACTORS = ("legit-browser", "headless-farm", "stealth-farm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +127,11 @@ def attack_kinds(profile: Profile, target: Target, browsers: bool, notes: list[s
     if "adapter-anthropic" in kinds and target.anthropic_route is None:
         kinds.pop("adapter-anthropic")
         notes.append("adapter-anthropic: the target has no Anthropic route; its share went to the other attackers")
-    if "headless-farm" in kinds and not (browsers and chromium_available()):
-        kinds.pop("headless-farm")
-        why = (
-            "browsers are off (--no-browsers)" if not browsers else "Chromium (/usr/bin/chromium) or playwright missing"
-        )
-        notes.append(f"headless-farm: {why}; its share went to the other attackers")
+    for farm in ("headless-farm", "stealth-farm"):
+        if farm in kinds and not (browsers and chromium_available()):
+            kinds.pop(farm)
+            why = "browsers are off (--no-browsers)" if not browsers else f"Chromium ({CHROMIUM}) or playwright missing"
+            notes.append(f"{farm}: {why}; its share went to the other attackers")
     total = sum(kinds.values())
     return {k: v / total for k, v in kinds.items()} if total else {}
 

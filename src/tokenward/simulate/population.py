@@ -520,6 +520,29 @@ def coding_payload(rng: random.Random) -> tuple[str, list[dict[str, Any]]]:
     return task, messages
 
 
+# What a reseller's customers ask a stolen chat box: general tasks, none of them the
+# site's business (a farm that fills these needs no agent transcript to give it away).
+_FARM_TASKS = (
+    "Write a 600-word blog post about the benefits of remote work for small companies.",
+    "Translate into German, keeping the formal tone: our quarterly results exceeded all expectations.",
+    "Summarize the plot of Pride and Prejudice in five bullet points for a high-school class.",
+    "Write a Python function that parses a CSV file and returns the average of the third column.",
+    "Give me a 7-day meal plan for someone training for a marathon, with a shopping list.",
+    "Draft a cold email to a venture capital firm introducing our seed-stage fintech startup.",
+    "Explain the difference between TCP and UDP as if I were a first-year student, with examples.",
+    "Write a cover letter for a senior data analyst position at a logistics company.",
+    "Create 10 multiple-choice quiz questions about the French Revolution with answers.",
+    "Rewrite this product description to be more persuasive: a steel water bottle that keeps drinks cold.",
+    "What are the main arguments for and against a universal basic income? Give sources.",
+    "Write a short horror story set in an abandoned lighthouse, about 400 words.",
+)
+
+
+def farm_task(rng: random.Random) -> str:
+    """A general task a reseller's customer sent, as a farm types it into a chat box."""
+    return rng.choice(_FARM_TASKS)
+
+
 def flattened_transcript(rng: random.Random, max_chars: int = 3500) -> str:
     """What an adapter types into a site's chat box: its whole agent transcript as one message."""
     _, messages = coding_payload(rng)

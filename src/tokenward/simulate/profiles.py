@@ -38,7 +38,14 @@ __all__ = [
     "poisson_arrivals",
 ]
 
-ATTACKER_KINDS = ("adapter-openai", "adapter-anthropic", "impersonator", "native-solver", "headless-farm")
+ATTACKER_KINDS = (
+    "adapter-openai",
+    "adapter-anthropic",
+    "impersonator",
+    "native-solver",
+    "headless-farm",
+    "stealth-farm",
+)
 
 
 class ProfileError(ValueError):

@@ -42,7 +42,7 @@ _ATTACK = ipaddress.ip_network(ATTACK_NET)
 
 
 # Attackers that drive real browsers: their compute is priced as hosted browser time.
-BROWSER_ACTORS = frozenset({"headless-farm"})
+BROWSER_ACTORS = frozenset({"headless-farm", "stealth-farm"})
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -422,9 +422,10 @@ def build_report(data: RunData) -> dict[str, Any]:
     }
 
 
-# Attackers whose SDK, script or headless-browser fingerprints give them away, but only
-# on a route that expects browsers (clients: browser; docs/risk.md#weights).
-_FINGERPRINTED = ("adapter-openai", "adapter-anthropic", "native-solver", "headless-farm")
+# Attackers whose SDK, script or headless-browser fingerprints (or, for the stealth farm,
+# a prompt with no input behind it) give them away, but only on a route that expects
+# browsers (clients: browser; docs/risk.md#weights).
+_FINGERPRINTED = ("adapter-openai", "adapter-anthropic", "native-solver", "headless-farm", "stealth-farm")
 
 
 def _why_attack(data: RunData, actors: list[dict[str, Any]], attack: dict[str, Any], limit: float) -> list[str]:
@@ -461,7 +462,8 @@ def _why_attack(data: RunData, actors: list[dict[str, Any]], attack: dict[str, A
             )
             out.append(
                 f"{path} accepts {'any client' if clients == 'any' else 'server clients'} (clients: {clients}), "
-                f"so the SDK, script and headless-browser fingerprints of {', '.join(names)} do not count there; "
+                f"so the SDK, script, headless-browser and missing-input evidence against {', '.join(names)} "
+                "does not count there; "
                 f"{page} (docs/risk.md)"
             )
             explained.update(names)

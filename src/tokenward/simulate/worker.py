@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .actors import Rotation, Target, native_thread_solver, thread_solver
-from .browsers import ChromiumHost, HeadlessFarm
+from .browsers import ChromiumHost, HeadlessFarm, StealthFarm
 from .population import ATTACK_NET, AccountMint, IpPool
 from .profiles import Profile
 from .records import CallRecord, write_records
@@ -55,6 +55,10 @@ def target_from(spec: dict[str, Any]) -> Target:
     return Target(**{**spec, "accounts": _account_mint(spec["accounts"])})
 
 
+_FARMS = frozenset({"headless-farm", "stealth-farm"})
+FARM_CALL_TIMEOUT = 120.0  # page load, registration, a solve or two and the answer take seconds
+
+
 def attack_worker(config: dict[str, Any], conn: Any, stop: Any) -> None:
     """Entry point of the attack process (spawned)."""
     with contextlib.suppress(OSError):
@@ -68,6 +72,7 @@ async def _attack_main(config: dict[str, Any], conn: Any, stop: Any) -> None:
     rng = random.Random(config["seed"] * 7919 + 1)
     pool = IpPool(rng, ATTACK_NET, profile.proxies.ips, profile.proxies.subnets)
     host: ChromiumHost | None = None
+    stealth_host: ChromiumHost | None = None
     actors: dict[str, Any] = {}
     for kind in config["kinds"]:
         spec = profile.attackers[kind]
@@ -85,6 +90,11 @@ async def _attack_main(config: dict[str, Any], conn: Any, stop: Any) -> None:
                 host = ChromiumHost(headed_like=False)
                 await host.start()
             actors[kind] = HeadlessFarm(host, target, rotation)
+        elif kind == "stealth-farm":
+            if stealth_host is None:
+                stealth_host = ChromiumHost(headed_like=True)
+                await stealth_host.start()
+            actors[kind] = StealthFarm(stealth_host, target, rotation)
     conn.send(("ready", None))
     t0 = await asyncio.to_thread(conn.recv)
     records: list[CallRecord] = []
@@ -93,7 +103,12 @@ async def _attack_main(config: dict[str, Any], conn: Any, stop: Any) -> None:
 
     async def one(kind: str, rec: CallRecord) -> None:
         try:
-            await actors[kind].call(rec)
+            if kind in _FARMS:  # a browser that stopped answering must not hold a farm slot for the run
+                await asyncio.wait_for(actors[kind].call(rec), FARM_CALL_TIMEOUT)
+            else:
+                await actors[kind].call(rec)
+        except TimeoutError:
+            rec.error = rec.error or f"the browser did not finish the call in {FARM_CALL_TIMEOUT:g} s"
         except asyncio.CancelledError:
             rec.error = rec.error or "still in flight when the run ended"
             raise
@@ -142,8 +157,9 @@ async def _attack_main(config: dict[str, Any], conn: Any, stop: Any) -> None:
             with contextlib.suppress(Exception):
                 if hasattr(actor, "close"):
                     await actor.close()
-        if host is not None:
-            await host.close()
+        for h in (host, stealth_host):
+            if h is not None:
+                await h.close()
     for rec in records:
         if rec.t_end == 0.0:
             rec.t_end = time.time()
