@@ -36,6 +36,14 @@ _BECAUSE = {
 }
 
 
+# A challenged call that came back with the harder proof (docs/risk.md, "Thresholds").
+_AFTER_CHALLENGE = {
+    "/answered": "it came back with the harder proof but nothing new about who sent it (the threshold's `answered`)",
+    "/automated": "it came back with the harder proof still carrying a sign of automation, from a device with no "
+    "answered call behind it (the threshold's `automated`)",
+}
+
+
 _PROOF_CODES = {"proof_required", "proof_invalid", "proof_expired", "proof_replayed", "body_mismatch", "route_mismatch"}
 
 
@@ -65,6 +73,9 @@ def _outcome(row: dict[str, Any]) -> str:
     shadow = f", shadow mode: enforce would have done {row['shadow_action']}" if row.get("shadow_action") else ""
     answer = f"{row['status']} {code}" if code else str(row["status"])
     because = f": {_BECAUSE[code]}" if code in _BECAUSE else ""
+    for suffix, why in _AFTER_CHALLENGE.items():
+        if str(row.get("name", "")).endswith(suffix):
+            because = f": {why}"
     served = ""
     if row.get("upstream_status") is not None:
         cost = row.get("cost_usd")

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 import pytest
 from tests.conftest import GatewayProc, Upstream, start_gateway
 
+from tokenward.explain import explain
+
 from .gateway_pages import CHAT, Recorder, log_row, signal
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -125,5 +127,8 @@ async def test_a_device_whose_prompts_appear_without_input_earns_nothing(browser
         assert all("browser/no-input" in r["reasons"] for r in rows)
         assert [(device_evidence(r)["clean"], device_evidence(r)["share"]) for r in rows] == [(0, 0.25)] * 3
         assert seen.sent[-1].status == 403
+        # tokenward explain says why, in words.
+        outcome = explain(rows[-1])[1]
+        assert "sign of automation" in outcome and "risk/3/automated" in outcome, outcome
     finally:
         await farm.close()
