@@ -322,6 +322,14 @@ class HeadlessFarm:
         self.target = target
         self.rotation = rotation
 
+    def context_options(self) -> dict[str, Any]:
+        """The browser context of one call: Playwright's defaults (a headless window)."""
+        return {}
+
+    def prompt(self) -> str:
+        """What the farm fills into the prompt field: its agent transcript."""
+        return flattened_transcript(self.rotation.rng)
+
     async def call(self, rec: CallRecord) -> None:
         t = self.target
         rot = self.rotation
@@ -329,7 +337,9 @@ class HeadlessFarm:
         started = time.time()
         rec.t_start = started
         rec.new_device = True  # a fresh context: the SDK makes and registers a new key
-        context = await self.host.browser.new_context(extra_http_headers={"X-Forwarded-For": who.ip})
+        context = await self.host.browser.new_context(
+            **self.context_options(), extra_http_headers={"X-Forwarded-For": who.ip}
+        )
         try:
             account = who.account
             if account is not None and t.jwt_cookie:
@@ -340,7 +350,7 @@ class HeadlessFarm:
             recorder.attach(page)
             await page.goto(t.page_base + t.page_path)
             await page.wait_for_function(SDK_READY, timeout=30_000)
-            await _send_message(page, recorder, rec, flattened_transcript(rot.rng), None, wait_s=60)
+            await _send_message(page, recorder, rec, self.prompt(), None, wait_s=60)
         except Exception as exc:
             rec.error = f"{type(exc).__name__}: {str(exc)[:200]}"
         finally:
@@ -350,7 +360,7 @@ class HeadlessFarm:
             rec.cpu_s += rec.t_end - started
 
 
-class StealthFarm:
+class StealthFarm(HeadlessFarm):
     """A farm of patched Chromium that looks like the people: one fresh context per call.
 
     The host is launched ``headed_like`` (``--disable-blink-features=AutomationControlled``,
@@ -359,43 +369,17 @@ class StealthFarm:
     the prompt appears in the field without a key or a pointer event, at once.
     """
 
-    def __init__(self, host: ChromiumHost, target: Target, rotation: Rotation):
-        self.host = host
-        self.target = target
-        self.rotation = rotation
+    def context_options(self) -> dict[str, Any]:
+        viewport, screen = self.rotation.rng.choice(_WINDOWS)
+        return {
+            "user_agent": self.host.user_agent,
+            "timezone_id": self.rotation.rng.choice(_TIMEZONES),
+            "viewport": {"width": viewport[0], "height": viewport[1]},
+            "screen": {"width": screen[0], "height": screen[1]},
+        }
 
-    async def call(self, rec: CallRecord) -> None:
-        t = self.target
-        rot = self.rotation
-        who = rot.next(rec, time.time())
-        started = time.time()
-        rec.t_start = started
-        rec.new_device = True
-        viewport, screen = rot.rng.choice(_WINDOWS)
-        context = await self.host.browser.new_context(
-            user_agent=self.host.user_agent,
-            timezone_id=rot.rng.choice(_TIMEZONES),
-            viewport={"width": viewport[0], "height": viewport[1]},
-            screen={"width": screen[0], "height": screen[1]},
-            extra_http_headers={"X-Forwarded-For": who.ip},
-        )
-        try:
-            account = who.account
-            if account is not None and t.jwt_cookie:
-                await context.add_cookies([{"name": t.jwt_cookie, "value": account.token, "url": t.page_base}])
-            page = await context.new_page()
-            recorder = _Recorder(t.chat_route)
-            recorder.rec = rec
-            recorder.attach(page)
-            await page.goto(t.page_base + t.page_path)
-            await page.wait_for_function(SDK_READY, timeout=30_000)
-            await _send_message(page, recorder, rec, farm_task(rot.rng), None, wait_s=60)
-        except Exception as exc:
-            rec.error = f"{type(exc).__name__}: {str(exc)[:200]}"
-        finally:
-            await context.close()
-            rec.t_end = time.time()
-            rec.cpu_s += rec.t_end - started
+    def prompt(self) -> str:
+        return farm_task(self.rotation.rng)
 
 
 async def _sleep_until(when: float, stop: asyncio.Event) -> None:
