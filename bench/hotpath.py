@@ -57,7 +57,7 @@ async def main() -> None:
     n = args.n
 
     from tokenward.decision import Action
-    from tokenward.guard import Guard, RequestOutcome, new_request_id
+    from tokenward.guard import Guard, RequestOutcome, new_request_id, refuse_unproved
     from tokenward.http.common import read_body, send_refusal
     from tokenward.http.gate import Gate, build_facts
     from tokenward.http.upstream import Upstream, _watch_disconnect
@@ -131,6 +131,12 @@ async def main() -> None:
     )
     await timeit("guard.check(): no proof (issue challenge + decide)", lambda i: guard.check(facts_plain))
     await timeit(
+        "refuse_unproved(): no proof, as the gateway answers it (challenge, template, log record)",
+        lambda i: refuse_unproved(
+            guard, route, "POST", h.ROUTE, plain_scope["headers"], "127.0.0.1", body, "r" * 24, 1.0, 0.0
+        ),
+    )
+    await timeit(
         "send_refusal() (refusal body + headers, fake send)",
         lambda i: send_refusal(sink, route.api, refusal, "r" * 24),
     )
@@ -196,17 +202,17 @@ async def _metrics_cost(timeit: Any, policy: Any, facts: list[Any], allow: Any, 
     refused = decision_record(facts[0], refusal, refused_outcome, 0.1, 0.1, None)
     metrics = Metrics(multiprocess=False)
     await timeit("Metrics.decision(): an allowed call, own registry", lambda i: metrics.decision(
-        policy, facts[i], allow, outcome, allowed))  # fmt: skip
+        allowed, outcome))  # fmt: skip
     await timeit("Metrics.decision(): a refusal, own registry", lambda i: metrics.decision(
-        policy, facts[i], refusal, refused_outcome, refused))  # fmt: skip
+        refused, refused_outcome))  # fmt: skip
     with tempfile.TemporaryDirectory() as directory:
         os.environ[MULTIPROC_ENV] = directory
         try:
             shared = Metrics(multiprocess=True)
             await timeit("Metrics.decision(): an allowed call, multiprocess files", lambda i: shared.decision(
-                policy, facts[i], allow, outcome, allowed))  # fmt: skip
+                allowed, outcome))  # fmt: skip
             await timeit("Metrics.decision(): a refusal, multiprocess files", lambda i: shared.decision(
-                policy, facts[i], refusal, refused_outcome, refused))  # fmt: skip
+                refused, refused_outcome))  # fmt: skip
         finally:
             os.environ.pop(MULTIPROC_ENV, None)
 

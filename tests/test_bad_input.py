@@ -40,7 +40,13 @@ def test_garbage_proof_headers(gateway: GatewayProc, header: str) -> None:
 
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b"", b"\xff\xfe", b'{"model": '])
 def test_non_json_body_is_bad_request(gateway: GatewayProc, body: bytes) -> None:
+    # Without work done, the body is not read as JSON at all: the answer is the challenge
+    # (docs/protocol.md, "Refusals"), so a flood of big bodies costs no parsing.
     r = httpx.post(gateway.url + CHAT, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 401 and error_code(r) == "proof_required", r.text
+    proof = proof_header(get_challenge(gateway.url, CHAT), body)
+    r = httpx.post(gateway.url + CHAT, content=body,
+                   headers={"content-type": "application/json", "Tokenward-Proof": proof})  # fmt: skip
     assert r.status_code == 400, r.text
     assert error_code(r) == "bad_request"
     assert r.headers["tokenward-decision"] == "invalid"

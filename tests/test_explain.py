@@ -57,7 +57,10 @@ def test_explain_prints_every_signal_of_a_refused_and_an_allowed_request(
                 assert code in text and "a fresh proof" in text
             for signal in row["signals"]:
                 assert signal["name"] in text, signal["name"]
-            assert "risk score" in text and "thresholds of the route" in text
+            if code:  # refused for want of work: not judged (guard/unproved.py)
+                assert "risk: not weighed" in text and "risk score" not in text
+            else:
+                assert "risk score" in text and "thresholds of the route" in text
             assert "what would have changed the outcome:" in text
         missing = explain(gw, "0123456789abcdef")
         assert missing.returncode == 1 and "no decision" in missing.stderr

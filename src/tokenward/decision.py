@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ __all__ = [
     "FollowUp",
     "Signal",
     "refusal_body",
+    "refusal_template",
 ]
 
 
@@ -189,3 +191,19 @@ def refusal_body(
     if challenge is not None:
         inner["challenge"] = dict(challenge)
     return orjson.dumps({"error": inner})
+
+
+_SLOT = {"\x00": 0}  # stands where the challenge goes while a template is rendered
+
+
+@lru_cache(maxsize=256)
+def refusal_template(flavour: Flavour, code: str, message: str) -> tuple[bytes, bytes]:
+    """``refusal_body(flavour, code, message, challenge)`` split around the challenge's
+    JSON: ``head + challenge_json + tail`` is the same bytes, rendered once per kind of
+    refusal instead of per request (the refusals of requests without evidence,
+    guard/unproved.py). Codes and messages are the gateway's own: a bounded set."""
+    body = refusal_body(flavour, code, message, _SLOT)
+    slot = orjson.dumps(_SLOT)
+    assert body.count(slot) == 1  # our own sentences never contain a NUL
+    head, _, tail = body.partition(slot)
+    return head, tail

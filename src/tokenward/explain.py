@@ -95,6 +95,8 @@ def _thresholds(row: dict[str, Any], policy: Policy | None) -> list[tuple[float,
 
 def _risk(row: dict[str, Any], policy: Policy | None) -> list[str]:
     risk = row.get("risk")
+    if not risk and str(row.get("name", "")).startswith("proof/"):
+        return ["risk: not weighed (a request without a proof that holds is refused before its signals are read)"]
     if not risk:
         return ["risk: not scored (the request was settled before its signals were weighed)"]
     reached = risk.get("threshold")

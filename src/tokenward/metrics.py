@@ -23,12 +23,9 @@ from prometheus_client import multiprocess as _mp
 from prometheus_client import values as _values
 
 if TYPE_CHECKING:
-    from .decision import Decision
-    from .facts import RequestFacts
     from .guard.base import RequestOutcome
     from .log import DecisionRecord
     from .money.spike import StateChange
-    from .policy import Policy
 
 __all__ = ["CONTENT_TYPE", "MULTIPROC_ENV", "Metrics", "multiprocess_dir", "render_multiprocess"]
 
@@ -179,10 +176,9 @@ class Metrics:
         return child
 
     # -- what the gateway reports ---------------------------------------------------------
-    def decision(
-        self, policy: Policy, facts: RequestFacts, decision: Decision, outcome: RequestOutcome, rec: DecisionRecord
-    ) -> None:
-        """One logged decision, from the record the log receives."""
+    def decision(self, rec: DecisionRecord, outcome: RequestOutcome | None = None) -> None:
+        """One logged decision, from the record the log receives (and, for a call that
+        went upstream, its outcome's timings)."""
         route = rec.route or UNMATCHED
         refused = rec.upstream_status is None and rec.status >= 400
         key = (route, rec.action, rec.name, rec.code if refused else None)
@@ -197,6 +193,8 @@ class Metrics:
             refusal(1)
             if rec.held_usd:
                 saved(rec.held_usd)
+            return
+        if outcome is None:
             return
         per_route = self._routes.get(route)
         if per_route is None:

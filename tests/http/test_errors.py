@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from tokenward.guard import Guard
 from tokenward.http.middleware import TokenwardMiddleware
 from tokenward.log import open_log
 from tokenward.policy import parse_policy
-from tokenward.proof import KeyRing
+from tokenward.proof import KeyRing, issue_challenge, solve
 from tokenward.store import open_store
 
 
@@ -59,7 +60,12 @@ async def test_a_bug_in_judging_is_a_logged_well_formed_500_and_nothing_is_forwa
         reached.append(scope["path"])
 
     mw = TokenwardMiddleware(app, guard=guard)
-    status, body = await _call(mw, "/v1/messages", chat_body(), [(b"content-type", b"application/json")])
+    # A request with its work done: one without is refused before any judging (guard/unproved.py).
+    body = chat_body()
+    challenge = issue_challenge(guard.keys, "/v1/messages", policy.proof.difficulty, 60, time.time())
+    proof = f"v1.{challenge.token}.{solve(challenge.token, body, challenge.difficulty)}"
+    headers = [(b"content-type", b"application/json"), (b"tokenward-proof", proof.encode())]
+    status, body = await _call(mw, "/v1/messages", body, headers)
     assert status == 500
     error = orjson.loads(body)
     assert error["type"] == "error" and error["error"]["type"] == "internal_error"  # Anthropic's shape
@@ -100,3 +106,30 @@ def test_refusals_never_carry_internals(gateway: GatewayProc) -> None:
     assert r1.status_code == 200 and r2.status_code == 401
     for leak in ("Traceback", "/work/", "site-packages", '.py"', "sqlite", "redis"):
         assert leak not in r2.text
+
+
+async def test_a_bug_in_the_refusal_of_a_request_without_work_leaves_it_to_the_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection in the shortcut (guard/unproved.py): the request is still answered
+    and logged, by the pipeline, as the same refusal."""
+    import tokenward.http.gate as gate
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug in the shortcut")
+
+    monkeypatch.setattr(gate, "refuse_unproved", broken)
+    db = tmp_path / "log.db"
+    policy = parse_policy({"log": f"sqlite:///{db}", "routes": [{"path": "/v1/messages", "api": "anthropic"}]})
+    guard = Guard(policy, store=open_store(policy.store), keys=KeyRing.generate(), log=open_log(policy.log))
+    await guard.start()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("nothing without a proof reaches the app")
+
+    status, body = await _call(TokenwardMiddleware(app, guard=guard), "/v1/messages", chat_body(),
+                               [(b"content-type", b"application/json")])  # fmt: skip
+    assert status == 401 and orjson.loads(body)["error"]["type"] == "proof_required"
+    await guard.close()
+    rows = sqlite3.connect(db).execute("SELECT name, code FROM decisions").fetchall()
+    assert rows == [("proof/missing", "proof_required")]

@@ -2,5 +2,6 @@
 
 from .base import DEVICE_ROUTE, RequestOutcome, new_request_id
 from .pipeline import Guard
+from .unproved import refuse_unproved
 
-__all__ = ["DEVICE_ROUTE", "Guard", "RequestOutcome", "new_request_id"]
+__all__ = ["DEVICE_ROUTE", "Guard", "RequestOutcome", "new_request_id", "refuse_unproved"]

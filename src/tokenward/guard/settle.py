@@ -52,7 +52,7 @@ class Settlement:
             if self.log is not None:
                 self.log.record(rec)
             if self.metrics is not None:  # counted from the record the log receives
-                self.metrics.decision(policy, facts, decision, outcome, rec)
+                self.metrics.decision(rec, outcome)
         work = decision.work
         ops = list(work.settle)
         route_cfg = facts.route.conversation if facts.route is not None else None

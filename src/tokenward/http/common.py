@@ -156,14 +156,13 @@ async def read_body(scope: Scope, receive: Receive, cap: int, seconds: float) ->
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": JSON_HEADERS + [(b"content-length", str(len(body)).encode())] + (headers or []),
-        }
-    )
+async def send_json(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None, *, complete: bool = False
+) -> None:
+    """A JSON response; ``complete``: ``headers`` already hold the content type and length."""
+    if not complete:
+        headers = JSON_HEADERS + [(b"content-length", str(len(body)).encode())] + (headers or [])
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

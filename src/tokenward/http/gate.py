@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from ..decision import Action, Decision
 from ..facts import RequestFacts, TrustedProxies, parse_call
-from ..guard import Guard, RequestOutcome, new_request_id
+from ..guard import Guard, RequestOutcome, new_request_id, refuse_unproved
 from ..policy import RouteSettings
 from .common import (
     BodyRefused,
@@ -24,6 +24,7 @@ from .common import (
     Send,
     decision_headers,
     read_body,
+    send_json,
     send_refusal,
 )
 
@@ -106,6 +107,8 @@ class Gate:
             outcome.error = exc.message
         else:
             decision = _encoded(scope)
+            if decision is None and await _refused_unproved(scope, send, guard, route, body, request_id, now, started):
+                return
         facts = build_facts(scope, body, route, guard.trusted, request_id, now)
         try:
             if decision is None:
@@ -143,6 +146,27 @@ class Gate:
                     facts, decision, outcome,
                     decision_ms=(decided - started) * 1000, total_ms=(elapsed - started) * 1000,
                 )  # fmt: skip
+
+
+async def _refused_unproved(
+    scope: Scope, send: Send, guard: Guard, route: RouteSettings, body: bytes, request_id: str, now: float,
+    started: float,
+) -> bool:  # fmt: skip
+    """Answer a request that brings no work (guard/unproved.py): True when it was."""
+    client = scope.get("client")
+    try:
+        refusal = refuse_unproved(
+            guard, route, scope["method"], scope["path"], scope["headers"], client[0] if client else "unknown",
+            body, request_id, now, started,
+        )  # fmt: skip
+    except Exception:  # a bug there must not leave the request unjudged: the pipeline judges it
+        log.exception("request %s: the refusal of a request without work failed", request_id)
+        return False
+    if refusal is None:
+        return False
+    status, headers, content = refusal
+    await send_json(send, status, content, headers, complete=True)
+    return True
 
 
 def _journal_first(

@@ -320,6 +320,11 @@ class SpendBreaker:
         """The budget to put first in every ``Reserve`` (None when the breaker is off)."""
         return self._budget
 
+    @property
+    def quiet(self) -> bool:
+        """Never opened, or closed again and reported: :meth:`check` has nothing to say."""
+        return self._open_until is None
+
     def is_open(self, now: float) -> bool:
         return self._open_until is not None and now < self._open_until
 

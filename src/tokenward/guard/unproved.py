@@ -1,0 +1,102 @@
+"""Requests that bring no work: refused without being judged.
+
+A protected call that carries no proof can only be told to solve a challenge, and so can
+one whose proof does not hold (malformed, not signed here, expired, for another route,
+for other bytes). Nothing else about it could change that answer: its body, its client
+and its network are weighed when it comes back with its work done, and a harder proof is
+asked for then if they call for one (docs/risk.md). So it is answered for what a refusal
+must cost, which is what a flood of such requests costs the gateway: no request facts,
+no signals, no store batch; a challenge minted, the refusal's bytes filled into a
+template rendered once (``decision.refusal_template``), one decision record logged
+(journaled) before the answer is sent.
+
+The whole pipeline still judges, as before: a route in shadow mode (its refusals are
+logged with every signal and the call goes through), a route that requires signed
+requests, a request that carries a signature where signed requests are accepted, and
+any request while the spend breaker has something to report.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ..decision import refusal_template
+from ..log import DecisionRecord
+from ..money.spike import RouteMode
+from ..policy import Mode, RouteSettings
+from ..proof import ProofFailure, verify_proof
+from .base import MESSAGES
+
+if TYPE_CHECKING:
+    from .pipeline import Guard
+
+__all__ = ["Unproved", "refuse_unproved"]
+
+_SIGNATURE = frozenset({b"signature", b"signature-input"})
+_WWW_AUTHENTICATE = (b"www-authenticate", b'Tokenward realm="tokenward", version="1"')
+_CHALLENGED = (b"tokenward-decision", b"challenge")
+_JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+
+# (status, response headers, body): what the HTTP layer sends as it is.
+Unproved = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+def refuse_unproved(
+    guard: Guard, route: RouteSettings, method: str, path: str, raw_headers: list[tuple[bytes, bytes]],
+    peer: str, body: bytes, request_id: str, now: float, started: float,
+) -> Unproved | None:  # fmt: skip
+    """The refusal of a request without work, already logged; None when the request
+    needs the pipeline (it carries a proof that holds, or see the module doc)."""
+    policy = guard.policy
+    if policy.mode_for(route) is not Mode.ENFORCE or route.signed == "require" or not guard.breaker.quiet:
+        return None
+    proof = signals = forwarded = None
+    signed = False
+    for k, v in raw_headers:
+        key = k.lower()  # servers lower-case header names; one that does not must not get past
+        if key == b"tokenward-proof":
+            proof = v if proof is None else proof + b", " + v  # repeated headers join, as in RequestFacts
+        elif key == b"tokenward-signals":
+            signals = v if signals is None else signals + b", " + v
+        elif key == b"x-forwarded-for":
+            forwarded = v if forwarded is None else forwarded + b", " + v
+        elif key in _SIGNATURE:
+            signed = True
+    if signed and route.signed != "ignore" and guard.evidence.clients.enabled:
+        return None
+    if proof is None:
+        code, message, name = "proof_required", MESSAGES["proof_required"], "proof/missing"
+    else:
+        checked = verify_proof(
+            guard.keys, proof.decode("latin-1"), route=route.path, body=body, signals_header=signals, now=now
+        )
+        if not isinstance(checked, ProofFailure):
+            return None  # work done: judged on its evidence
+        code, message = checked.code, checked.message
+        name = f"proof/{code.removeprefix('proof_')}"
+    difficulty = policy.difficulty_for(route)
+    if policy.spike.enabled and guard.spike.mode(route.path) is RouteMode.UNDER_ATTACK:
+        difficulty += policy.spike.difficulty_bonus
+    challenge = guard.challenge_for(route, now, difficulty)
+    head, tail = refusal_template(route.api, code, message)
+    content = head + challenge.wire_json() + tail
+    ms = round((time.perf_counter() - started) * 1000, 3)
+    client_ip = guard.trusted.client_ip(peer, forwarded.decode("latin-1") if forwarded is not None else None)
+    record = DecisionRecord(
+        ts=now, request_id=request_id, method=method, path=path, route=route.path, client_ip=client_ip,
+        action="challenge", name=name, code=code, reasons=[name],
+        signals=[{"name": name, "score": 0.0, "evidence": {"code": code} if proof is not None else {}}],
+        status=401, decision_ms=ms, total_ms=ms,
+        # what the refusal saved at most: its input and the route's whole output allowance
+        held_usd=round(policy.prices.worst_case(route.model, len(body) / 4, policy.output_cap_for(route)), 8) or None,
+    )  # fmt: skip
+    if guard.log is not None:
+        guard.log.record(record)
+    if guard.metrics is not None:
+        guard.metrics.decision(record)
+    headers = [
+        *_JSON, (b"content-length", b"%d" % len(content)), (b"tokenward-request-id", request_id.encode()),
+        _CHALLENGED, _WWW_AUTHENTICATE,
+    ]  # fmt: skip
+    return 401, headers, content
