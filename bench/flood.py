@@ -99,9 +99,9 @@ def main() -> int:
     try:
         mint.use_gateway(gw.url)
         mint.prefetch(2 * per_phase + 10)
-        bodies = [h.chat_body(i, stream=False, tag="proved") for i in range(2 * per_phase)]
-        calls = [(mint.proof(b), b) for b in bodies]
-        asyncio.run(proved_client(url, calls[-10:], args.rate))  # warm-up: connections, the first decisions
+        bodies = [h.chat_body(i, stream=False, tag="proved") for i in range(2 * per_phase + 10)]
+        calls = [(mint.proof(b), b) for b in bodies]  # each proof is used once
+        asyncio.run(proved_client(url, calls[2 * per_phase :], args.rate))  # warm-up: connections, first decisions
         quiet = asyncio.run(proved_client(url, calls[:per_phase], args.rate))
 
         async def flooded() -> tuple[dict[str, object], h.WrkResult]:

@@ -19,6 +19,7 @@ any request while the spend breaker has something to report.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..decision import refusal_template
@@ -31,7 +32,7 @@ from .base import MESSAGES
 if TYPE_CHECKING:
     from .pipeline import Guard
 
-__all__ = ["Unproved", "refuse_unproved"]
+__all__ = ["Lacking", "Unproved", "answer_unproved", "lacking_work", "refuse_unproved"]
 
 _SIGNATURE = frozenset({b"signature", b"signature-input"})
 _WWW_AUTHENTICATE = (b"www-authenticate", b'Tokenward realm="tokenward", version="1"')
@@ -42,12 +43,26 @@ _JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")
 Unproved = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
-def refuse_unproved(
-    guard: Guard, route: RouteSettings, method: str, path: str, raw_headers: list[tuple[bytes, bytes]],
-    peer: str, body: bytes, request_id: str, now: float, started: float,
-) -> Unproved | None:  # fmt: skip
-    """The refusal of a request without work, already logged; None when the request
-    needs the pipeline (it carries a proof that holds, or see the module doc)."""
+@dataclass(frozen=True, slots=True)
+class Lacking:
+    """Why a request has no work to show: its refusal's code, sentence and decision name,
+    and the X-Forwarded-For it carried (the log's client address)."""
+
+    code: str
+    message: str
+    name: str
+    forwarded: bytes | None
+
+
+_MISSING = ("proof_required", MESSAGES["proof_required"], "proof/missing")
+
+
+def lacking_work(
+    guard: Guard, route: RouteSettings, raw_headers: list[tuple[bytes, bytes]], body: bytes, now: float
+) -> Lacking | None:
+    """Does this request bring no work (no proof, or one that does not verify)? None when
+    it needs the pipeline: a proof that holds, or one of the cases of the module doc.
+    Cheap and without I/O: the refusal itself is :func:`answer_unproved`."""
     policy = guard.policy
     if policy.mode_for(route) is not Mode.ENFORCE or route.signed == "require" or not guard.breaker.quiet:
         return None
@@ -66,30 +81,48 @@ def refuse_unproved(
     if signed and route.signed != "ignore" and guard.evidence.clients.enabled:
         return None
     if proof is None:
-        code, message, name = "proof_required", MESSAGES["proof_required"], "proof/missing"
-    else:
-        checked = verify_proof(
-            guard.keys, proof.decode("latin-1"), route=route.path, body=body, signals_header=signals, now=now
-        )
-        if not isinstance(checked, ProofFailure):
-            return None  # work done: judged on its evidence
-        code, message = checked.code, checked.message
-        name = f"proof/{code.removeprefix('proof_')}"
+        return Lacking(*_MISSING, forwarded)
+    checked = verify_proof(
+        guard.keys, proof.decode("latin-1"), route=route.path, body=body, signals_header=signals, now=now
+    )
+    if not isinstance(checked, ProofFailure):
+        return None  # work done: judged on its evidence
+    return Lacking(checked.code, checked.message, f"proof/{checked.code.removeprefix('proof_')}", forwarded)
+
+
+def refuse_unproved(
+    guard: Guard, route: RouteSettings, method: str, path: str, raw_headers: list[tuple[bytes, bytes]],
+    peer: str, body: bytes, request_id: str, now: float, started: float,
+) -> Unproved | None:  # fmt: skip
+    """:func:`lacking_work`, then :func:`answer_unproved` (logged); None: the pipeline's."""
+    lacking = lacking_work(guard, route, raw_headers, body, now)
+    if lacking is None:
+        return None
+    return answer_unproved(guard, route, lacking, method, path, peer, len(body), request_id, now, started)
+
+
+def answer_unproved(
+    guard: Guard, route: RouteSettings, lacking: Lacking, method: str, path: str, peer: str, size: int,
+    request_id: str, now: float, started: float,
+) -> Unproved:  # fmt: skip
+    """Mint the challenge, fill the template, log the decision (journaled) -> the answer."""
+    policy = guard.policy
+    code, name, forwarded = lacking.code, lacking.name, lacking.forwarded
     difficulty = policy.difficulty_for(route)
     if policy.spike.enabled and guard.spike.mode(route.path) is RouteMode.UNDER_ATTACK:
         difficulty += policy.spike.difficulty_bonus
     challenge = guard.challenge_for(route, now, difficulty)
-    head, tail = refusal_template(route.api, code, message)
+    head, tail = refusal_template(route.api, code, lacking.message)
     content = head + challenge.wire_json() + tail
     ms = round((time.perf_counter() - started) * 1000, 3)
     client_ip = guard.trusted.client_ip(peer, forwarded.decode("latin-1") if forwarded is not None else None)
     record = DecisionRecord(
         ts=now, request_id=request_id, method=method, path=path, route=route.path, client_ip=client_ip,
         action="challenge", name=name, code=code, reasons=[name],
-        signals=[{"name": name, "score": 0.0, "evidence": {"code": code} if proof is not None else {}}],
+        signals=[{"name": name, "score": 0.0, "evidence": {"code": code} if name != "proof/missing" else {}}],
         status=401, decision_ms=ms, total_ms=ms,
         # what the refusal saved at most: its input and the route's whole output allowance
-        held_usd=round(policy.prices.worst_case(route.model, len(body) / 4, policy.output_cap_for(route)), 8) or None,
+        held_usd=round(policy.prices.worst_case(route.model, size / 4, policy.output_cap_for(route)), 8) or None,
     )  # fmt: skip
     if guard.log is not None:
         guard.log.record(record)
