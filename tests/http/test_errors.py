@@ -118,7 +118,7 @@ async def test_a_bug_in_the_refusal_of_a_request_without_work_leaves_it_to_the_p
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("a bug in the shortcut")
 
-    monkeypatch.setattr(gate, "refuse_unproved", broken)
+    monkeypatch.setattr(gate, "answer_unproved", broken)
     db = tmp_path / "log.db"
     policy = parse_policy({"log": f"sqlite:///{db}", "routes": [{"path": "/v1/messages", "api": "anthropic"}]})
     guard = Guard(policy, store=open_store(policy.store), keys=KeyRing.generate(), log=open_log(policy.log))

@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 
 from ..decision import Action, Decision
 from ..facts import RequestFacts, TrustedProxies, parse_call
-from ..guard import Guard, RequestOutcome, new_request_id, refuse_unproved
+from ..guard import Guard, RequestOutcome, new_request_id
+from ..guard.unproved import answer_unproved, lacking_work
 from ..policy import RouteSettings
 from .common import (
     BodyRefused,
@@ -27,6 +28,7 @@ from .common import (
     send_json,
     send_refusal,
 )
+from .lane import Lane
 
 __all__ = ["Forward", "Gate", "build_facts"]
 
@@ -87,6 +89,7 @@ def build_facts(
 class Gate:
     def __init__(self, guard: Guard):
         self.guard = guard
+        self.lane = Lane()  # where refusals of requests without work wait their turn (lane.py)
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, route: RouteSettings, forward: Forward
@@ -107,7 +110,7 @@ class Gate:
             outcome.error = exc.message
         else:
             decision = _encoded(scope)
-            if decision is None and await _refused_unproved(scope, send, guard, route, body, request_id, now, started):
+            if decision is None and await self._refused_unproved(scope, send, route, body, request_id, now, started):
                 return
         facts = build_facts(scope, body, route, guard.trusted, request_id, now)
         try:
@@ -147,26 +150,29 @@ class Gate:
                     decision_ms=(decided - started) * 1000, total_ms=(elapsed - started) * 1000,
                 )  # fmt: skip
 
-
-async def _refused_unproved(
-    scope: Scope, send: Send, guard: Guard, route: RouteSettings, body: bytes, request_id: str, now: float,
-    started: float,
-) -> bool:  # fmt: skip
-    """Answer a request that brings no work (guard/unproved.py): True when it was."""
-    client = scope.get("client")
-    try:
-        refusal = refuse_unproved(
-            guard, route, scope["method"], scope["path"], scope["headers"], client[0] if client else "unknown",
-            body, request_id, now, started,
-        )  # fmt: skip
-    except Exception:  # a bug there must not leave the request unjudged: the pipeline judges it
-        log.exception("request %s: the refusal of a request without work failed", request_id)
-        return False
-    if refusal is None:
-        return False
-    status, headers, content = refusal
-    await send_json(send, status, content, headers, complete=True)
-    return True
+    async def _refused_unproved(
+        self, scope: Scope, send: Send, route: RouteSettings, body: bytes, request_id: str, now: float,
+        started: float,
+    ) -> bool:  # fmt: skip
+        """Answer a request that brings no work (guard/unproved.py), its refusal made in
+        the refusal lane (lane.py): True when it was. A bug there leaves it to the pipeline."""
+        guard = self.guard
+        client = scope.get("client")
+        peer = client[0] if client else "unknown"
+        try:
+            lacking = lacking_work(guard, route, scope["headers"], body, now)
+            if lacking is None:
+                return False
+            status, headers, content = await self.lane.run(
+                lambda: answer_unproved(
+                    guard, route, lacking, scope["method"], scope["path"], peer, len(body), request_id, now, started
+                )
+            )
+        except Exception:
+            log.exception("request %s: the refusal of a request without work failed", request_id)
+            return False
+        await send_json(send, status, content, headers, complete=True)
+        return True
 
 
 def _journal_first(
