@@ -22,6 +22,7 @@ from tokenward.guard import Guard, refuse_unproved
 from tokenward.guard.base import MESSAGES
 from tokenward.money.spike import RouteMode
 from tokenward.proof import KeyRing, issue_challenge, solve, verify_proof
+from tokenward.proof.scope import Spent
 from tokenward.store import MemoryStore
 
 from .test_guard import BODY, CHAT, NOW, FakeClock, ListLog, facts_for, make_policy, solved_proof
@@ -183,3 +184,48 @@ def test_a_proof_check_that_passes_on_these_bytes_is_not_refused() -> None:
                                          signals_header=None, now=NOW), "challenge_id")  # fmt: skip
         assert (quick(guard, facts) is not None) == fails
     assert MESSAGES["proof_required"]
+
+
+# -- replays of a challenge consumed here ----------------------------------------------------
+async def test_a_replay_of_a_challenge_consumed_here_is_refused_as_the_pipeline_refuses_it() -> None:
+    guard = guard_with()
+    proof = solved_proof(guard)
+    assert quick(guard, facts_for(guard, proof=proof)) is None  # fresh: the pipeline's
+    assert (await guard.check(facts_for(guard, proof=proof))).forwards
+    answer = quick(guard, facts_for(guard, proof=proof, request_id="replay"))
+    assert answer is not None
+    record = guard.log.records[-1]  # type: ignore[union-attr]
+    decision = await guard.check(facts_for(guard, proof=proof))  # the pipeline, on the same replay
+    assert decision.code == record.code == "proof_replayed" and decision.name == record.name == "proof/replayed"
+    body = orjson.loads(answer[2])["error"]
+    assert body["code"] == "proof_replayed" and body["message"] == decision.message
+    assert decision.proof is not None and record.proof is not None
+    assert record.proof.keys() == decision.proof.keys()
+    assert record.proof["challenge_id"] == decision.proof["challenge_id"]
+
+
+async def test_a_replay_of_a_challenge_consumed_elsewhere_is_left_to_the_store() -> None:
+    ours = guard_with()
+    theirs = Guard(ours.policy, store=ours.store, keys=ours.keys, log=ListLog(), clock=ours.clock)
+    proof = solved_proof(ours)
+    assert (await theirs.check(facts_for(theirs, proof=proof))).forwards  # another guard consumed it
+    assert quick(ours, facts_for(ours, proof=proof)) is None
+    assert (await ours.check(facts_for(ours, proof=proof))).code == "proof_replayed"  # the batch finds it
+
+
+async def test_a_replay_with_a_device_header_is_left_to_the_pipeline() -> None:
+    guard = guard_with()
+    proof = solved_proof(guard)
+    await guard.check(facts_for(guard, proof=proof))
+    facts = facts_for(guard, proof=proof)
+    facts.raw_headers.append((b"tokenward-device", b"v1.x.y"))
+    assert quick(guard, facts) is None
+
+
+def test_the_record_of_spent_challenges_is_bounded() -> None:
+    spent = Spent(cap=3)
+    for i in range(5):
+        spent.add(bytes([i]) * 16, NOW + 60)
+    assert len(spent) == 3
+    assert not spent.spent(bytes([0]) * 16, NOW) and spent.spent(bytes([4]) * 16, NOW)
+    assert not spent.spent(bytes([4]) * 16, NOW + 61)  # expired: refused as such by the proof check

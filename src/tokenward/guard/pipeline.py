@@ -48,7 +48,7 @@ from ..money.spike import RouteMode, SpendBreaker, SpikeDetector, StateChange
 from ..policy import Policy, RouteSettings
 from ..proof import Challenge, KeyRing, ProofClaims, ProofFailure
 from ..proof.device import DeviceClaim, DeviceKeys
-from ..proof.scope import ConsumptionScope
+from ..proof.scope import ConsumptionScope, Spent
 from ..proof.signature import SignatureClaims, SignatureFailure, signature_failure
 from ..scoring import RuleInput, risk_summary
 from ..signals import ProofOutcome
@@ -117,6 +117,7 @@ class Guard:
         self.clock = clock
         self.devices = DeviceKeys()
         self.trust = devices.DeviceTrust()
+        self.spent = Spent()  # challenges consumed here: replays refused without a batch (unproved.py)
         # Where fail-open routes are judged while the store is unavailable.
         self.fallback = MemoryStore(max_used=100_000, max_keys=50_000, clock=clock)
         self.conversations = ConversationIds(keys)
@@ -332,6 +333,8 @@ class Guard:
             first_use=plan.consume is not None and bool(plan.consume.read(results)),
         )
         plan.fresh = outcome.first_use if plan.consume is not None else None
+        if outcome.claims is not None and plan.consume is not None:
+            self.spent.add(outcome.claims.challenge_id, outcome.claims.expires_at)
         return _Batch(results, outcome, fallback)
 
     async def _confirm(

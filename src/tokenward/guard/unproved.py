@@ -2,7 +2,9 @@
 
 A protected call that carries no proof can only be told to solve a challenge, and so can
 one whose proof does not hold (malformed, not signed here, expired, for another route,
-for other bytes). Nothing else about it could change that answer: its body, its client
+for other bytes), and so can a replay of a challenge this process has already seen
+consumed (``Guard.spent``; one consumed elsewhere is found out by the store batch, as
+always). Nothing else about it could change that answer: its body, its client
 and its network are weighed when it comes back with its work done, and a harder proof is
 asked for then if they call for one (docs/risk.md). So it is answered for what a refusal
 must cost, which is what a flood of such requests costs the gateway: no request facts,
@@ -19,8 +21,8 @@ any request while the spend breaker has something to report.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..decision import refusal_template
 from ..log import DecisionRecord
@@ -52,6 +54,7 @@ class Lacking:
     message: str
     name: str
     forwarded: bytes | None
+    evidence: dict[str, Any] = field(default_factory=dict)  # the proof signal's
 
 
 _MISSING = ("proof_required", MESSAGES["proof_required"], "proof/missing")
@@ -67,7 +70,7 @@ def lacking_work(
     if policy.mode_for(route) is not Mode.ENFORCE or route.signed == "require" or not guard.breaker.quiet:
         return None
     proof = signals = forwarded = None
-    signed = False
+    signed = device = False
     for k, v in raw_headers:
         key = k.lower()  # servers lower-case header names; one that does not must not get past
         if key == b"tokenward-proof":
@@ -78,6 +81,8 @@ def lacking_work(
             forwarded = v if forwarded is None else forwarded + b", " + v
         elif key in _SIGNATURE:
             signed = True
+        elif key == b"tokenward-device":
+            device = True
     if signed and route.signed != "ignore" and guard.evidence.clients.enabled:
         return None
     if proof is None:
@@ -85,9 +90,16 @@ def lacking_work(
     checked = verify_proof(
         guard.keys, proof.decode("latin-1"), route=route.path, body=body, signals_header=signals, now=now
     )
-    if not isinstance(checked, ProofFailure):
-        return None  # work done: judged on its evidence
-    return Lacking(checked.code, checked.message, f"proof/{checked.code.removeprefix('proof_')}", forwarded)
+    if isinstance(checked, ProofFailure):
+        name = f"proof/{checked.code.removeprefix('proof_')}"
+        return Lacking(checked.code, checked.message, name, forwarded, {"code": checked.code})
+    if device or not guard.spent.spent(checked.challenge_id, now):
+        return None  # work done: judged on its evidence (a device's replay too: its answer may say more)
+    evidence = {
+        "difficulty": checked.difficulty, "kid": checked.kid.hex(), "challenge_id": checked.challenge_id.hex(),
+        "age_ms": round((now - checked.issued_at) * 1000, 1),
+    }  # fmt: skip
+    return Lacking("proof_replayed", MESSAGES["proof_replayed"], "proof/replayed", forwarded, evidence)
 
 
 def refuse_unproved(
@@ -119,7 +131,8 @@ def answer_unproved(
     record = DecisionRecord(
         ts=now, request_id=request_id, method=method, path=path, route=route.path, client_ip=client_ip,
         action="challenge", name=name, code=code, reasons=[name],
-        signals=[{"name": name, "score": 0.0, "evidence": {"code": code} if name != "proof/missing" else {}}],
+        signals=[{"name": name, "score": 0.0, "evidence": lacking.evidence}],
+        proof=lacking.evidence if name == "proof/replayed" else None,
         status=401, decision_ms=ms, total_ms=ms,
         # what the refusal saved at most: its input and the route's whole output allowance
         held_usd=round(policy.prices.worst_case(route.model, size / 4, policy.output_cap_for(route)), 8) or None,

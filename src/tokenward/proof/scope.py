@@ -33,7 +33,7 @@ from typing import Any
 
 from .signature import SignatureClaims, SignatureFailure, signature_failure
 
-__all__ = ["ConsumptionScope"]
+__all__ = ["ConsumptionScope", "Spent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,35 @@ class ConsumptionScope:
                 retry_after=wait,
             )
         return signed
+
+
+class Spent:
+    """Challenges this process saw consumed, so that a replay of one is refused without a
+    store batch (guard/unproved.py). Only ever a shortcut: a challenge not found here is
+    consumed in the store as always. Bounded: ``cap`` entries, the oldest forgotten first;
+    an entry is kept until its challenge expires, after which a replay is refused as
+    expired anyway."""
+
+    __slots__ = ("_cap", "_until")
+
+    def __init__(self, cap: int = 100_000):
+        self._cap = cap
+        self._until: dict[bytes, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def add(self, challenge_id: bytes, expires_at: float) -> None:
+        until = self._until
+        if challenge_id in until:
+            return
+        if len(until) >= self._cap:
+            del until[next(iter(until))]  # dicts keep insertion order: the oldest
+        until[challenge_id] = expires_at
+
+    def spent(self, challenge_id: bytes, now: float) -> bool:
+        expires_at = self._until.get(challenge_id)
+        return expires_at is not None and now < expires_at
 
 
 _MEMORY_SCOPES: weakref.WeakKeyDictionary[Any, ConsumptionScope] = weakref.WeakKeyDictionary()
