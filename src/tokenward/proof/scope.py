@@ -83,7 +83,7 @@ class Spent:
 
     __slots__ = ("_cap", "_until")
 
-    def __init__(self, cap: int = 100_000):
+    def __init__(self, cap: int = 50_000):
         self._cap = cap
         self._until: dict[bytes, float] = {}
 
