@@ -168,7 +168,7 @@ class Bench:
             data,
             connections=conc,
             duration=duration or self.duration,
-            threads=THREADS,
+            threads=min(THREADS, conc),  # wrk needs a connection per thread
             wrap=wrap,
         )
         cpu = {k: h.tree_cpu_seconds(p) - cpu0[k] for k, p in watch.items()}
