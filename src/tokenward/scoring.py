@@ -186,6 +186,16 @@ class RiskEngine:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def most_extra_bits(self, route: str) -> int:
+        """The most a ``challenge`` threshold or rule could add to ``route``'s difficulty."""
+        bits = [t.extra_bits for t in self.thresholds if t.action == "challenge"]
+        bits += [
+            c.rule.extra_bits
+            for c in self._rules
+            if c.rule.action == "challenge" and route in (c.rule.route or (route,))
+        ]
+        return max(bits, default=0)
+
     def weight(self, signal: Signal) -> float:
         w = self._exact.get(signal.name)
         if w is not None:

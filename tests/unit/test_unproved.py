@@ -229,3 +229,43 @@ def test_the_record_of_spent_challenges_is_bounded() -> None:
     assert len(spent) == 3
     assert not spent.spent(bytes([0]) * 16, NOW) and spent.spent(bytes([4]) * 16, NOW)
     assert not spent.spent(bytes([4]) * 16, NOW + 61)  # expired: refused as such by the proof check
+
+
+# -- one retry is enough --------------------------------------------------------------------
+ODD = {"name": "odd", "action": "weigh", "header": {"user-agent": "curl"}, "weight": 3}  # reaches `challenge`
+
+
+def risky(guard: Guard, **kwargs: Any) -> RequestFacts:
+    facts = facts_for(guard, **kwargs)
+    facts.headers["user-agent"] = "curl/8"
+    facts.raw_headers.append((b"user-agent", b"curl/8"))
+    return facts
+
+
+def _retry_with(answer: Any) -> str:
+    challenge = orjson.loads(answer[2])["error"]["challenge"]
+    return f"v1.{challenge['challenge']}.{solve(challenge['challenge'], BODY, challenge['difficulty'])}"
+
+
+async def test_after_a_failed_proof_of_ours_one_retry_is_judged_on_its_merits() -> None:
+    """A protocol client retries once. When its proof of ours failed (here: expired), the
+    new challenge is as hard as the route's risk could ask, so a risky client's retry is
+    answered (degraded, the threshold's `answered`), not asked for a harder proof again."""
+    guard = guard_with(rules=[ODD])
+    expired = risky(guard, proof=solved_proof(guard), now=NOW + 3600)
+    answer = quick(guard, expired)
+    assert answer is not None and orjson.loads(answer[2])["error"]["code"] == "proof_expired"
+    assert orjson.loads(answer[2])["error"]["challenge"]["difficulty"] == 8 + 4
+    decision = await guard.check(risky(guard, proof=_retry_with(answer)))
+    assert decision.code != "challenge" and decision.forwards, decision
+
+
+async def test_without_any_proof_the_challenge_is_the_routes_own() -> None:
+    """A request without a proof gets the route's difficulty (its risk is not read): a
+    risky client is asked for the extra bits when it comes back (docs/risk.md)."""
+    guard = guard_with(rules=[ODD])
+    answer = quick(guard, risky(guard))
+    assert orjson.loads(answer[2])["error"]["challenge"]["difficulty"] == 8
+    decision = await guard.check(risky(guard, proof=_retry_with(answer)))
+    assert decision.code == "challenge" and decision.challenge is not None
+    assert decision.challenge["difficulty"] == 12

@@ -55,6 +55,7 @@ class Lacking:
     name: str
     forwarded: bytes | None
     evidence: dict[str, Any] = field(default_factory=dict)  # the proof signal's
+    ours: bool = False  # a challenge this gateway signed (its signature verified)
 
 
 _MISSING = ("proof_required", MESSAGES["proof_required"], "proof/missing")
@@ -92,14 +93,15 @@ def lacking_work(
     )
     if isinstance(checked, ProofFailure):
         name = f"proof/{checked.code.removeprefix('proof_')}"
-        return Lacking(checked.code, checked.message, name, forwarded, {"code": checked.code})
+        ours = checked.code != "proof_invalid"  # the others are told only once the signature verified
+        return Lacking(checked.code, checked.message, name, forwarded, {"code": checked.code}, ours)
     if device or not guard.spent.spent(checked.challenge_id, now):
         return None  # work done: judged on its evidence (a device's replay too: its answer may say more)
     evidence = {
         "difficulty": checked.difficulty, "kid": checked.kid.hex(), "challenge_id": checked.challenge_id.hex(),
         "age_ms": round((now - checked.issued_at) * 1000, 1),
     }  # fmt: skip
-    return Lacking("proof_replayed", MESSAGES["proof_replayed"], "proof/replayed", forwarded, evidence)
+    return Lacking("proof_replayed", MESSAGES["proof_replayed"], "proof/replayed", forwarded, evidence, True)
 
 
 def refuse_unproved(
@@ -121,6 +123,12 @@ def answer_unproved(
     policy = guard.policy
     code, name, forwarded = lacking.code, lacking.name, lacking.forwarded
     difficulty = policy.difficulty_for(route)
+    if lacking.ours:
+        # A proof of ours that failed (expired, replayed, for other bytes or another route)
+        # comes from a client that follows the protocol, which retries once: its new
+        # challenge is as hard as this route's risk could ask, so that retry is judged on
+        # its merits and never asked for more (docs/risk.md).
+        difficulty += guard.policy.engine_for(route).most_extra_bits(route.path)
     if policy.spike.enabled and guard.spike.mode(route.path) is RouteMode.UNDER_ATTACK:
         difficulty += policy.spike.difficulty_bonus
     challenge = guard.challenge_for(route, now, difficulty)
