@@ -134,7 +134,11 @@ def check_mix(scraped: dict, seen: Counter, rows: list[dict]) -> None:
     assert spent > 0
     assert value(scraped, "tokenward_spend_usd_total", route=CHAT) == pytest.approx(spent, rel=1e-6)
     assert total(scraped, "tokenward_challenges_total") == seen["challenges"]
-    assert value(scraped, "tokenward_challenges_total", difficulty="4") == seen["challenges"]  # the route's
+    # The route's difficulty; the refusal of a replay made where its challenge was used
+    # carries the hardest the route's risk could ask: 4 + the challenge threshold's 4 bits.
+    harder = value(scraped, "tokenward_challenges_total", difficulty="8")
+    assert harder <= seen["refused:proof_replayed"]
+    assert value(scraped, "tokenward_challenges_total", difficulty="4") + harder == seen["challenges"]
     assert value(scraped, "tokenward_route_under_attack", route=CHAT) == 0
     assert value(scraped, "tokenward_breaker_open") == 0
     assert value(scraped, "tokenward_store_roundtrip_seconds_count") > 0
