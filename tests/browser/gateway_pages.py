@@ -128,3 +128,36 @@ async def stored_spki(page: Any) -> bytes:
         }}"""
     )
     return bytes(spki)
+
+
+# A chat page of an operator's own: a search box and the prompt, the SDK, and a send on
+# Enter; it never calls trackInput. Served at the gateway's origin by the test browser
+# (``operator_page``); ``window.done`` counts the answers read.
+OPERATOR_PAGE = """<!doctype html><html><head><script src="/.tokenward/sdk.js"></script></head><body>
+<input id="search" type="search"><textarea id="prompt"></textarea><script>
+window.done = 0;
+async function send() {
+  const box = document.getElementById("prompt");
+  const content = box.value;
+  box.value = "";  // as chat pages do
+  const r = await tokenward.fetch("/v1/chat/completions", {method: "POST",
+    headers: {"content-type": "application/json"},
+    body: JSON.stringify({model: "demo-1", messages: [{role: "user", content}]})});
+  await r.text();
+  window.done++;
+}
+document.getElementById("prompt").addEventListener("keydown", (e) => {
+  if (e.key === "Enter") { e.preventDefault(); send(); }
+});
+</script></body></html>"""
+
+
+async def operator_page(browser: Any, url: str, **options: Any) -> tuple[Any, Any]:
+    """A new browser context (``options``) with :data:`OPERATOR_PAGE` open at ``url``/chat,
+    once the SDK has loaded: (context, page)."""
+    context = await browser.new_context(**options)
+    await context.route(url + "/chat", lambda route: route.fulfill(content_type="text/html", body=OPERATOR_PAGE))
+    page = await context.new_page()
+    await page.goto(url + "/chat")
+    await page.wait_for_function("() => window.tokenward && window.tokenward.protocol === 1")
+    return context, page

@@ -21,7 +21,7 @@ from tests.conftest import GatewayProc, Upstream, start_gateway
 
 from tokenward.explain import explain
 
-from .gateway_pages import CHAT, Recorder, log_row, signal
+from .gateway_pages import CHAT, Recorder, log_row, operator_page, signal
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -35,39 +35,12 @@ POLICY = {
 }
 QUESTION = "How do I change the delivery address of my next order, please?"
 
-PAGE = """<!doctype html><html><head><script src="/.tokenward/sdk.js"></script></head><body>
-<textarea id="prompt"></textarea><script>
-window.done = 0;
-async function send() {
-  const box = document.getElementById("prompt");
-  const content = box.value;
-  box.value = "";
-  const r = await tokenward.fetch("/v1/chat/completions", {method: "POST",
-    headers: {"content-type": "application/json"},
-    body: JSON.stringify({model: "demo-1", messages: [{role: "user", content}]})});
-  await r.text();
-  window.done++;
-}
-document.getElementById("prompt").addEventListener("keydown", (e) => {
-  if (e.key === "Enter") { e.preventDefault(); send(); }
-});
-</script></body></html>"""
-
 
 @pytest.fixture(scope="module")
 def ramp_gateway(demo_upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProc]:
     gw = start_gateway(tmp_path_factory.mktemp("ramp-gw"), demo_upstream.url, POLICY)
     yield gw
     gw.stop()
-
-
-async def chat_page(browser, gw: GatewayProc):
-    context = await browser.new_context()
-    await context.route(gw.url + "/chat", lambda route: route.fulfill(content_type="text/html", body=PAGE))
-    page = await context.new_page()
-    await page.goto(gw.url + "/chat")
-    await page.wait_for_function("() => window.tokenward && window.tokenward.protocol === 1")
-    return context, page
 
 
 async def send(page, seen: Recorder, gw: GatewayProc, n: int, *, typed: bool = True) -> dict:
@@ -97,7 +70,7 @@ def device_evidence(row: dict) -> dict:
 async def test_a_returning_device_earns_its_limits_and_a_fresh_one_starts_small(
     browser, ramp_gateway: GatewayProc
 ) -> None:
-    person, page = await chat_page(browser, ramp_gateway)
+    person, page = await operator_page(browser, ramp_gateway.url)
     try:
         seen = Recorder(page)
         rows = [await send(page, seen, ramp_gateway, n) for n in (1, 2, 3)]
@@ -109,7 +82,7 @@ async def test_a_returning_device_earns_its_limits_and_a_fresh_one_starts_small(
     finally:
         await person.close()
 
-    fresh, page = await chat_page(browser, ramp_gateway)
+    fresh, page = await operator_page(browser, ramp_gateway.url)
     try:
         row = await send(page, Recorder(page), ramp_gateway, 1)
         e = device_evidence(row)
@@ -119,7 +92,7 @@ async def test_a_returning_device_earns_its_limits_and_a_fresh_one_starts_small(
 
 
 async def test_a_device_whose_prompts_appear_without_input_earns_nothing(browser, ramp_gateway: GatewayProc) -> None:
-    farm, page = await chat_page(browser, ramp_gateway)
+    farm, page = await operator_page(browser, ramp_gateway.url)
     try:
         seen = Recorder(page)
         rows = [await send(page, seen, ramp_gateway, n, typed=False) for n in (1, 2, 3)]

@@ -12,33 +12,13 @@ from collections.abc import Iterator
 import pytest
 from tests.conftest import GatewayProc, Upstream, start_gateway
 
-from .gateway_pages import CHAT, Recorder, log_row, signal_names
+from .gateway_pages import CHAT, Recorder, log_row, operator_page, signal_names
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 POLICY = {"mode": "shadow", "routes": [{"path": CHAT, "api": "openai", "clients": "browser"}]}
 TYPED = "Could you explain how tides work, in a few short sentences?"
 PASTED = "Please summarise the following meeting notes for me. " * 6
-
-# A page of the operator's own: a search box and the prompt, the SDK, and a send on
-# Enter. It never calls trackInput. Served at the gateway's origin by the test browser.
-PAGE = """<!doctype html><html><head><script src="/.tokenward/sdk.js"></script></head><body>
-<input id="search" type="search"><textarea id="prompt"></textarea><script>
-window.done = 0;
-async function send() {
-  const box = document.getElementById("prompt");
-  const content = box.value;
-  box.value = "";  // as chat pages do
-  const r = await tokenward.fetch("/v1/chat/completions", {method: "POST",
-    headers: {"content-type": "application/json"},
-    body: JSON.stringify({model: "demo-1", messages: [{role: "user", content}]})});
-  await r.text();
-  window.done++;
-}
-document.getElementById("prompt").addEventListener("keydown", (e) => {
-  if (e.key === "Enter") { e.preventDefault(); send(); }
-});
-</script></body></html>"""
 
 
 @pytest.fixture(scope="module")
@@ -48,22 +28,13 @@ def auto_gateway(demo_upstream: Upstream, tmp_path_factory: pytest.TempPathFacto
     gw.stop()
 
 
-async def chat_page(browser, gw: GatewayProc, **options: object):
-    context = await browser.new_context(**options)
-    await context.route(gw.url + "/chat", lambda route: route.fulfill(content_type="text/html", body=PAGE))
-    page = await context.new_page()
-    await page.goto(gw.url + "/chat")
-    await page.wait_for_function("() => window.tokenward && window.tokenward.protocol === 1")
-    return context, page
-
-
 async def sent_one(page, seen: Recorder, n: int):
     await page.wait_for_function(f"() => window.done >= {n}")
     return (await seen.wait(n))[n - 1]
 
 
 async def test_typed_without_track_input(browser, auto_gateway: GatewayProc) -> None:
-    context, page = await chat_page(browser, auto_gateway)
+    context, page = await operator_page(browser, auto_gateway.url)
     try:
         seen = Recorder(page)
         await page.click("#search")
@@ -88,7 +59,7 @@ async def test_typed_without_track_input(browser, auto_gateway: GatewayProc) -> 
 
 
 async def test_pasted_without_track_input(browser, auto_gateway: GatewayProc) -> None:
-    context, page = await chat_page(browser, auto_gateway, permissions=["clipboard-read", "clipboard-write"])
+    context, page = await operator_page(browser, auto_gateway.url, permissions=["clipboard-read", "clipboard-write"])
     try:
         seen = Recorder(page)
         await page.click("#prompt")
@@ -103,7 +74,7 @@ async def test_pasted_without_track_input(browser, auto_gateway: GatewayProc) ->
 
 async def test_a_scripted_prompt_on_a_fresh_page_is_zero_input(browser, auto_gateway: GatewayProc) -> None:
     """What a farm does: load the page, set the prompt, send. Nothing was typed."""
-    context, page = await chat_page(browser, auto_gateway)
+    context, page = await operator_page(browser, auto_gateway.url)
     try:
         seen = Recorder(page)
         await page.evaluate(f"() => {{ document.getElementById('prompt').value = {PASTED!r}; send(); }}")
@@ -116,7 +87,7 @@ async def test_a_scripted_prompt_on_a_fresh_page_is_zero_input(browser, auto_gat
 
 
 async def test_input_false_sends_no_input_field(browser, auto_gateway: GatewayProc) -> None:
-    context, page = await chat_page(browser, auto_gateway)
+    context, page = await operator_page(browser, auto_gateway.url)
     try:
         seen = Recorder(page)
         await page.evaluate("() => tokenward.configure({input: false})")
