@@ -12,6 +12,8 @@ import orjson
 
 __all__ = [
     "CODE_STATUS",
+    "JSON_HEADERS",
+    "PROOF_AUTHENTICATE",
     "Action",
     "Decision",
     "Flavour",
@@ -172,6 +174,11 @@ class Decision:
 
 
 _DECISION_FIELDS = tuple(f.name for f in fields(Decision))
+
+
+# Every refusal's content headers, and the challenge a 401 announces (docs/protocol.md §3).
+JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+PROOF_AUTHENTICATE = (b"www-authenticate", b'Tokenward realm="tokenward", version="1"')
 
 
 def refusal_body(

@@ -13,6 +13,7 @@ from .decision import Flavour
 
 if TYPE_CHECKING:  # the policy's signal settings import this module
     from .policy import RouteSettings
+    from .proof import ProofClaims
 
 __all__ = ["LLMCall", "RequestFacts", "TrustedProxies", "json_depth", "limits_problem", "message_count", "parse_call"]
 
@@ -47,6 +48,9 @@ class RequestFacts:
     scheme: str = "http"  # as the server saw the connection
     raw_path: str | None = None  # the path as sent, still percent-encoded (signatures cover it)
     query: str = ""
+    # The proof, already verified over these very headers and body at ``received_at`` by
+    # the gate's check for work (guard/unproved.py): the pipeline does not verify it twice.
+    proven: ProofClaims | None = None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)

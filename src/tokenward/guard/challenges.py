@@ -62,6 +62,8 @@ async def adaptive_challenge(
 
 def verify(keys: KeyRing, facts: RequestFacts, route: RouteSettings) -> ProofClaims | ProofFailure | None:
     """The request's proof, checked without I/O (None: it carries none)."""
+    if facts.proven is not None:
+        return facts.proven
     header = facts.header("tokenward-proof")
     if header is None:
         return None

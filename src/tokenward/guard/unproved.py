@@ -24,11 +24,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..decision import refusal_template
+from ..decision import JSON_HEADERS, PROOF_AUTHENTICATE, refusal_template
 from ..log import DecisionRecord
 from ..money.spike import RouteMode
 from ..policy import Mode, RouteSettings
-from ..proof import ProofFailure, verify_proof
+from ..proof import ProofClaims, ProofFailure, verify_proof
 from .base import MESSAGES
 
 if TYPE_CHECKING:
@@ -37,9 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["Lacking", "Unproved", "answer_unproved", "lacking_work", "refuse_unproved"]
 
 _SIGNATURE = frozenset({b"signature", b"signature-input"})
-_WWW_AUTHENTICATE = (b"www-authenticate", b'Tokenward realm="tokenward", version="1"')
 _CHALLENGED = (b"tokenward-decision", b"challenge")
-_JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
 # (status, response headers, body): what the HTTP layer sends as it is.
 Unproved = tuple[int, list[tuple[bytes, bytes]], bytes]
@@ -63,10 +61,11 @@ _MISSING = ("proof_required", MESSAGES["proof_required"], "proof/missing")
 
 def lacking_work(
     guard: Guard, route: RouteSettings, raw_headers: list[tuple[bytes, bytes]], body: bytes, now: float
-) -> Lacking | None:
-    """Does this request bring no work (no proof, or one that does not verify)? None when
-    it needs the pipeline: a proof that holds, or one of the cases of the module doc.
-    Cheap and without I/O: the refusal itself is :func:`answer_unproved`."""
+) -> Lacking | ProofClaims | None:
+    """Does this request bring no work (no proof, or one that does not verify)? Else it
+    needs the pipeline: the proof's claims when it verified here (``RequestFacts.proven``:
+    not verified twice), None in the cases of the module doc. Cheap and without I/O: the
+    refusal itself is :func:`answer_unproved`."""
     policy = guard.policy
     if policy.mode_for(route) is not Mode.ENFORCE or route.signed == "require" or not guard.breaker.quiet:
         return None
@@ -96,7 +95,7 @@ def lacking_work(
         ours = checked.code != "proof_invalid"  # the others are told only once the signature verified
         return Lacking(checked.code, checked.message, name, forwarded, {"code": checked.code}, ours)
     if device or not guard.spent.spent(checked.challenge_id, now):
-        return None  # work done: judged on its evidence (a device's replay too: its answer may say more)
+        return checked  # work done: judged on its evidence (a device's replay too: its answer may say more)
     evidence = {
         "difficulty": checked.difficulty, "kid": checked.kid.hex(), "challenge_id": checked.challenge_id.hex(),
         "age_ms": round((now - checked.issued_at) * 1000, 1),
@@ -110,7 +109,7 @@ def refuse_unproved(
 ) -> Unproved | None:  # fmt: skip
     """:func:`lacking_work`, then :func:`answer_unproved` (logged); None: the pipeline's."""
     lacking = lacking_work(guard, route, raw_headers, body, now)
-    if lacking is None:
+    if not isinstance(lacking, Lacking):
         return None
     return answer_unproved(guard, route, lacking, method, path, peer, len(body), request_id, now, started)
 
@@ -150,7 +149,7 @@ def answer_unproved(
     if guard.metrics is not None:
         guard.metrics.decision(record)
     headers = [
-        *_JSON, (b"content-length", b"%d" % len(content)), (b"tokenward-request-id", request_id.encode()),
-        _CHALLENGED, _WWW_AUTHENTICATE,
+        *JSON_HEADERS, (b"content-length", b"%d" % len(content)), (b"tokenward-request-id", request_id.encode()),
+        _CHALLENGED, PROOF_AUTHENTICATE,
     ]  # fmt: skip
     return 401, headers, content

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ..decision import CODE_STATUS, Decision, Flavour, refusal_body
+from ..decision import CODE_STATUS, JSON_HEADERS, PROOF_AUTHENTICATE, Decision, Flavour, refusal_body
 
 __all__ = [
     "ASGIApp",
@@ -29,7 +29,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _CLOSE = (b"connection", b"close")
-JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
 
 class BodyRefused(Exception):
@@ -206,7 +205,7 @@ async def send_refusal(
         headers.append((b"retry-after", str(decision.retry_after).encode()))
     status = decision.status
     if status == 401:
-        headers.append((b"www-authenticate", b'Tokenward realm="tokenward", version="1"'))
+        headers.append(PROOF_AUTHENTICATE)
     body = refusal_body(flavour, decision.code, decision.message, decision.challenge)
     await send_json(send, status, body, headers)
     return status

@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable
 from ..decision import Action, Decision
 from ..facts import RequestFacts, TrustedProxies, parse_call
 from ..guard import Guard, RequestOutcome, new_request_id
-from ..guard.unproved import answer_unproved, lacking_work
+from ..guard.unproved import Lacking, answer_unproved, lacking_work
 from ..policy import RouteSettings
+from ..proof import ProofClaims
 from .common import (
     BodyRefused,
     Message,
@@ -48,6 +49,7 @@ def build_facts(
     trusted: TrustedProxies,
     request_id: str,
     now: float,
+    proven: ProofClaims | None = None,
 ) -> RequestFacts:
     raw = scope["headers"]
     headers: dict[str, str] = {}
@@ -83,6 +85,7 @@ def build_facts(
         scheme=scope.get("scheme", "http"),
         raw_path=raw_path.decode("latin-1") if (raw_path := scope.get("raw_path")) else None,
         query=scope.get("query_string", b"").decode("latin-1"),
+        proven=proven,
     )
 
 
@@ -102,6 +105,7 @@ class Gate:
         decided = started
         cap = guard.policy.body_cap_for(route)
         decision: Decision | None
+        proven: ProofClaims | None = None  # verified by the check for work: not verified again
         close = finished = False
         try:
             body = await read_body(scope, receive, cap, guard.policy.body_timeout)
@@ -110,9 +114,11 @@ class Gate:
             outcome.error = exc.message
         else:
             decision = _encoded(scope)
-            if decision is None and await self._refused_unproved(scope, send, route, body, request_id, now, started):
-                return
-        facts = build_facts(scope, body, route, guard.trusted, request_id, now)
+            if decision is None:
+                answered, proven = await self._refused_unproved(scope, send, route, body, request_id, now, started)
+                if answered:
+                    return
+        facts = build_facts(scope, body, route, guard.trusted, request_id, now, proven)
         try:
             if decision is None:
                 try:
@@ -153,16 +159,17 @@ class Gate:
     async def _refused_unproved(
         self, scope: Scope, send: Send, route: RouteSettings, body: bytes, request_id: str, now: float,
         started: float,
-    ) -> bool:  # fmt: skip
+    ) -> tuple[bool, ProofClaims | None]:  # fmt: skip
         """Answer a request that brings no work (guard/unproved.py), its refusal made in
-        the refusal lane (lane.py): True when it was. A bug there leaves it to the pipeline."""
+        the refusal lane (lane.py): (True, None) when it was; else (False, the proof's
+        claims when it verified here). A bug there leaves the request to the pipeline."""
         guard = self.guard
         client = scope.get("client")
         peer = client[0] if client else "unknown"
         try:
             lacking = lacking_work(guard, route, scope["headers"], body, now)
-            if lacking is None:
-                return False
+            if not isinstance(lacking, Lacking):
+                return False, lacking
             status, headers, content = await self.lane.run(
                 lambda: answer_unproved(
                     guard, route, lacking, scope["method"], scope["path"], peer, len(body), request_id, now, started
@@ -170,9 +177,9 @@ class Gate:
             )
         except Exception:
             log.exception("request %s: the refusal of a request without work failed", request_id)
-            return False
+            return False, None
         await send_json(send, status, content, headers, complete=True)
-        return True
+        return True, None
 
 
 def _journal_first(
