@@ -10,8 +10,12 @@ is what that piece costs:
   bare      both of the above
   logqueue  records are queued to the writer thread, which drops them (no rows, no SQLite)
   logrows   the writer builds the rows (JSON columns) but does not insert them
-  noguard   the guard answers every request "allow" at once and nothing is logged or
-            settled: what the HTTP layer alone (body, facts, headers, forwarding) costs
+  noguard   the guard answers every request "allow" at once and nothing is settled (the
+            record journaled before the answer is still made)
+  hollow    noguard without the decision log and the watcher: what the HTTP layer alone
+            (body, the check for work, facts, headers, forwarding) costs
+  plumb     the protected route forwarded as an unprotected one (Gateway.pass_through):
+            tokenward's own forwarding code without the gate, against the pass-through's
 
     TOKENWARD_KEYS=... python bench/_variants.py --variant nolog --policy P --upstream U --port N
 """
@@ -85,7 +89,7 @@ def create_app() -> Any:
     policy = load_policy(settings["policy"], upstream=settings["upstream"])
     gateway = create_gateway(policy)
     log = gateway.guard.log
-    if variant in ("nolog", "bare"):
+    if variant in ("nolog", "bare", "hollow"):
         gateway.guard.log = None
     elif variant == "logqueue":
         log._write = lambda conn, batch: conn  # type: ignore[union-attr]
@@ -95,7 +99,7 @@ def create_app() -> Any:
         log._write = lambda conn, batch: [_row(r) for r in batch] and conn  # type: ignore[union-attr]
     elif log is not None:
         _count_batches(log)
-    if variant == "noguard":
+    if variant in ("noguard", "hollow"):
         from tokenward.decision import Action, Decision
 
         allow = Decision(Action.ALLOW, "proof/ok")
@@ -109,7 +113,20 @@ def create_app() -> Any:
 
         guard.check = check  # type: ignore[method-assign]
         guard.finish = finish  # type: ignore[method-assign]
-    if variant in ("nowatch", "bare"):
+    if variant == "plumb":
+        gateway.guard.log = None
+        from tokenward.http.endpoints import PREFIX
+
+        http = gateway.http
+
+        async def forwarded(scope: Any, receive: Any, send: Any) -> None:
+            if scope["path"].startswith(PREFIX):  # challenges are still served
+                await http(scope, receive, send)
+            else:
+                await gateway.pass_through(scope, receive, send)
+
+        gateway.http = forwarded  # type: ignore[method-assign]
+    if variant in ("nowatch", "bare", "hollow"):
         upstream_mod.asyncio = _AsyncioWithoutWatcher(upstream_mod.asyncio)  # type: ignore[assignment]
     return gateway
 
@@ -123,7 +140,9 @@ def main() -> None:
 
     p = argparse.ArgumentParser()
     p.add_argument(
-        "--variant", choices=["full", "nolog", "nowatch", "bare", "logqueue", "logrows", "noguard"], required=True
+        "--variant",
+        choices=["full", "nolog", "nowatch", "bare", "logqueue", "logrows", "noguard", "hollow", "plumb"],
+        required=True,
     )
     p.add_argument("--policy", required=True)
     p.add_argument("--upstream", required=True)

@@ -63,7 +63,7 @@ def main() -> None:
         "--variants",
         nargs="+",
         default=list(VARIANTS),
-        choices=["full", "nolog", "nowatch", "bare", "logqueue", "logrows", "noguard"],
+        choices=["full", "nolog", "nowatch", "bare", "logqueue", "logrows", "noguard", "hollow", "plumb"],
     )
     p.add_argument("--no-refusals", action="store_true")
     args = p.parse_args()
@@ -118,7 +118,7 @@ def main() -> None:
             if args.no_refusals:
                 continue
             print(f"round {r + 1}: refusals (no proof), c{args.conc}", flush=True)
-            for target in ("trivial401", *variants):
+            for target in ("trivial401", *(v for v in variants if v != "plumb")):  # plumb refuses nothing
                 measure(f"refusal-{target}", target, tmp / "plain", True)
         print("\nmedians")
         base = statistics.median(x[2] for x in rows["pass"])
