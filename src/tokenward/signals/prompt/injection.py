@@ -13,6 +13,7 @@ import base64
 import binascii
 import codecs
 import re
+from functools import lru_cache
 from typing import Any
 
 from ...decision import Signal
@@ -248,30 +249,54 @@ def _scan_texts(tr: Transcript, limit: int) -> list[tuple[str, str]]:
     return out
 
 
+# One text's findings: (name, pattern, marked match) of each injection pattern that
+# matched, in table order; the encoded payload; the Unicode tricks.
+_Findings = tuple[tuple[tuple[str, str, str], ...], dict[str, Any] | None, dict[str, Any] | None]
+# A chat application sends the same system prompt, and the same earlier turns, with every
+# call: each text is read once and its findings kept (a pure function of the text, so
+# nothing a client sends can change what another text is found to hold). Only texts up
+# to _MEMO_CHARS are kept, at most _MEMO_TEXTS of them: a few MB at worst.
+_MEMO_TEXTS = 256
+_MEMO_CHARS = 4096
+
+
+def _text_findings(text: str) -> _Findings:
+    low = text.lower()
+    present = {t for t in _ALL_TRIGGERS if t in low}  # each trigger searched once per text
+    matched = []
+    for pattern, name, rx, triggers in _INJECTION_COMPILED:
+        if present.isdisjoint(triggers):
+            continue
+        m = rx.search(text)
+        if m is not None:
+            matched.append((name, pattern, mark(m.group(0))))
+    return tuple(matched), _encoded(text), _unicode_tricks(text)
+
+
+_memo_findings = lru_cache(maxsize=_MEMO_TEXTS)(_text_findings)
+
+
+def _findings(text: str) -> _Findings:
+    return _memo_findings(text) if len(text) <= _MEMO_CHARS else _text_findings(text)
+
+
 def injection_signals(tr: Transcript, cfg: ContentSettings) -> list[Signal]:
     """Instruction override, role hijack, prompt extraction, encoded payloads, Unicode tricks."""
     out: list[Signal] = []
     seen: set[str] = set()
     encoded_done = unicode_done = False
     for where, text in _scan_texts(tr, cfg.scan_chars):
-        low = text.lower()
-        present = {t for t in _ALL_TRIGGERS if t in low}  # each trigger searched once per text
-        for pattern, name, rx, triggers in _INJECTION_COMPILED:
-            if name in seen or present.isdisjoint(triggers):
-                continue
-            m = rx.search(text)
-            if m is None:
+        matched, enc, tricks = _findings(text)
+        for name, pattern, match in matched:
+            if name in seen:
                 continue
             seen.add(name)
-            out.append(Signal(name, _W[name], {"pattern": pattern, "match": mark(m.group(0)), "where": where}))
-        if not encoded_done:
-            enc = _encoded(text)
-            if enc is not None:
-                encoded_done = True
-                out.append(Signal("content/encoded-payload", _W["content/encoded-payload"], {**enc, "where": where}))
-        if not unicode_done:
-            tricks = _unicode_tricks(text)
-            if tricks is not None:
-                unicode_done = True
-                out.append(Signal("content/unicode-tricks", _W["content/unicode-tricks"], {**tricks, "where": where}))
+            out.append(Signal(name, _W[name], {"pattern": pattern, "match": match, "where": where}))
+        if not encoded_done and enc is not None:
+            encoded_done = True
+            out.append(Signal("content/encoded-payload", _W["content/encoded-payload"], {**enc, "where": where}))
+        if not unicode_done and tricks is not None:
+            unicode_done = True
+            evidence = {**tricks, "kinds": list(tricks["kinds"]), "where": where}  # the memo's own list stays its own
+            out.append(Signal("content/unicode-tricks", _W["content/unicode-tricks"], evidence))
     return out
