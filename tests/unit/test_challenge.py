@@ -248,6 +248,22 @@ def test_a_flipped_bit_anywhere_in_the_token_is_proof_invalid(keys: KeyRing) -> 
         assert failure_code(verify(keys, header(flip_bit(c.token, bit), 0))) == "proof_invalid"
 
 
+def test_a_scoped_token_verifies_only_under_its_epoch(keys: KeyRing) -> None:
+    """A ring scoped to an epoch (the memory store's lifetime) signs two tags: the key's
+    own, then the epoch's. A bit flipped in the claims or the key's tag: not ours. In the
+    epoch's tag, or verified under another epoch or none: ours, but from another run."""
+    ring = keys.scoped(b"epoch-one")
+    c = issue_challenge(ring, ROUTE, 0, ttl=120, now=NOW)
+    assert isinstance(verify(ring, header(c, 0)), ProofClaims)
+    assert failure_code(verify(keys.scoped(b"epoch-two"), header(c, 0))) == "proof_expired"
+    assert failure_code(verify(keys, header(c, 0))) == "proof_expired"
+    raw_bits = len(base64.urlsafe_b64decode(c.token + "==")) * 8
+    epoch_tag_from = raw_bits - 8 * 16  # the last 16 bytes
+    for bit in range(raw_bits):
+        want = "proof_expired" if bit >= epoch_tag_from else "proof_invalid"
+        assert failure_code(verify(ring, header(flip_bit(c.token, bit), 0))) == want, bit
+
+
 def test_mac_is_checked_before_expiry_route_and_work(keys: KeyRing) -> None:
     c = issue_challenge(keys, ROUTE, 20, ttl=120, now=NOW)
     forged = flip_bit(c.token, 8 * 30)  # inside the claims

@@ -130,8 +130,11 @@ def issue_challenge(keys: KeyRing, route: str, difficulty: int, ttl: float, now:
 def _mac(secret: bytes, head: bytes, epoch: bytes | None) -> bytes:
     if epoch is None:
         return hmac.new(secret, head, hashlib.sha256).digest()
-    own = hmac.new(secret, head, hashlib.sha256).digest()[:_TAG]
-    return own + hmac.new(secret, b"tokenward/epoch\x00" + epoch + head, hashlib.sha256).digest()[:_TAG]
+    return hmac.new(secret, head, hashlib.sha256).digest()[:_TAG] + _epoch_tag(secret, head, epoch)
+
+
+def _epoch_tag(secret: bytes, head: bytes, epoch: bytes) -> bytes:
+    return hmac.new(secret, b"tokenward/epoch\x00" + epoch + head, hashlib.sha256).digest()[:_TAG]
 
 
 def _check_mac(secret: bytes, head: bytes, mac: bytes, epoch: bytes | None) -> ProofFailure | None:
@@ -144,7 +147,8 @@ def _check_mac(secret: bytes, head: bytes, mac: bytes, epoch: bytes | None) -> P
         scoped_ok = ours and epoch is None
     else:
         ours = hmac.compare_digest(mac[:_TAG], hmac.new(secret, head, hashlib.sha256).digest()[:_TAG])
-        scoped_ok = ours and epoch is not None and hmac.compare_digest(mac, _mac(secret, head, epoch))
+        # the key's own tag was just checked: only the epoch's is left (one HMAC, not two)
+        scoped_ok = ours and epoch is not None and hmac.compare_digest(mac[_TAG:], _epoch_tag(secret, head, epoch))
     if not ours:
         return ProofFailure("proof_invalid", "The challenge signature does not verify.")
     if not scoped_ok:
