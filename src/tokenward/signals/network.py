@@ -73,6 +73,7 @@ class CidrListError(ConfigurationError):
 # --------------------------------------------------------------------------------------
 # Addresses
 # --------------------------------------------------------------------------------------
+@lru_cache(maxsize=4096)  # each request's address is parsed twice (its subnet, the lists)
 def parse_ip(ip: str) -> tuple[int, int] | None:
     """``(4 or 6, address as int)``; IPv4-mapped IPv6 (``::ffff:a.b.c.d``) counts as IPv4.
     None when ``ip`` is not an address (zone ids like ``fe80::1%eth0`` are dropped)."""
