@@ -69,24 +69,15 @@ async def main() -> None:
     n = args.n or 20000
 
     from tokenward.decision import Action
-    from tokenward.guard import Guard, RequestOutcome, new_request_id, refuse_unproved
+    from tokenward.guard import RequestOutcome, new_request_id, refuse_unproved
     from tokenward.http.common import read_body, send_refusal
     from tokenward.http.gate import Gate, build_facts
     from tokenward.http.upstream import Upstream, _watch_disconnect
-    from tokenward.log import open_log
-    from tokenward.policy import load_policy
-    from tokenward.store import open_store
 
-    tmp = Path(tempfile.mkdtemp(prefix="tokenward-hotpath-"))
-    mint = h.ProofMint()
-    policy_path = h.write_policy(tmp / "policy.yaml", tmp / "decisions.db", extra=h.LOAD_GENERATOR_POLICY)
-    policy = load_policy(policy_path, upstream="http://127.0.0.1:9")
+    tmp, mint, guard = await started_guard()
+    policy, dlog = guard.policy, guard.log
     route = policy.route_for(h.ROUTE)
     assert route is not None
-    dlog = open_log(policy.log)
-    guard = Guard(policy, store=open_store(policy.store), keys=mint.ring, log=dlog)
-    mint.use_ring(guard.keys)  # scoped to its memory store's lifetime
-    await guard.start()
     gate = Gate(guard)
     trusted = getattr(guard, "trusted", None) or getattr(gate, "trusted", None)
     upstream = Upstream(policy.upstream)  # type: ignore[arg-type]
@@ -200,23 +191,29 @@ async def main() -> None:
     print(f"\nsum for one allowed request (tokenward's own steps): ~{total:.0f} µs")
 
 
-async def allowed_cpu(n: int, repeats: int) -> None:
-    from tokenward.guard import Guard, RequestOutcome
-    from tokenward.http.gate import build_facts
+async def started_guard() -> tuple[Path, Any, Any]:
+    """(temp dir, proof mint, started guard) with the benchmark policy and its SQLite log."""
+    from tokenward.guard import Guard
     from tokenward.log import open_log
     from tokenward.policy import load_policy
     from tokenward.store import open_store
 
     tmp = Path(tempfile.mkdtemp(prefix="tokenward-hotpath-"))
     mint = h.ProofMint()
-    policy = load_policy(
-        h.write_policy(tmp / "policy.yaml", tmp / "decisions.db", extra=h.LOAD_GENERATOR_POLICY),
-        upstream="http://127.0.0.1:9",
-    )
-    route = policy.route_for(h.ROUTE)
+    policy_path = h.write_policy(tmp / "policy.yaml", tmp / "decisions.db", extra=h.LOAD_GENERATOR_POLICY)
+    policy = load_policy(policy_path, upstream="http://127.0.0.1:9")
     guard = Guard(policy, store=open_store(policy.store), keys=mint.ring, log=open_log(policy.log))
-    mint.use_ring(guard.keys)
+    mint.use_ring(guard.keys)  # scoped to its memory store's lifetime
     await guard.start()
+    return tmp, mint, guard
+
+
+async def allowed_cpu(n: int, repeats: int) -> None:
+    from tokenward.guard import RequestOutcome
+    from tokenward.http.gate import build_facts
+
+    tmp, mint, guard = await started_guard()
+    route = guard.policy.route_for(h.ROUTE)
     outcome = RequestOutcome()
     outcome.status = 200
     runs = []
